@@ -1,0 +1,200 @@
+"""Structured configs (registered in Hydra's ConfigStore) and the start-up checks across groups.
+
+The schemas type-check the ``model``, ``data``, ``reference``, ``engine`` and ``optim`` nodes when Hydra
+composes them (an unknown key or a wrong type fails there, naming the key). :func:`check_config` then
+checks allowed values and combinations across groups, before any model loads, and raises one
+:class:`ConfigError` that lists every problem with the offending key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """An invalid configuration, detected at start-up."""
+
+
+@dataclass
+class LoraSchema:
+    enabled: bool = True
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: Any = "all-llm-linear"  # or a list of module-name suffixes / full names
+
+
+@dataclass
+class QuantizationSchema:
+    load_in_4bit: bool = False
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+
+
+@dataclass
+class FreezeSchema:
+    vision_tower: bool = True
+    projector: bool = True
+
+
+@dataclass
+class ModelSchema:
+    name: str = "tiny_llava"
+    family: str = "llava"
+    path: str | None = None  # local HF directory; null builds the tiny model from `tiny`
+    tiny: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    lora: LoraSchema = field(default_factory=LoraSchema)
+    quantization: QuantizationSchema = field(default_factory=QuantizationSchema)
+    freeze: FreezeSchema = field(default_factory=FreezeSchema)
+    gradient_checkpointing: bool = False
+    init_from: str | None = None  # an earlier run directory (its adapter is merged, or its model loaded)
+    disable_dropout: bool = True
+
+
+@dataclass
+class ShapesSchema:
+    num_scenes: int = 400
+    seed: int = 0
+    image_size: int = 64
+
+
+@dataclass
+class DataSchema:
+    name: str = "shapes"
+    source: str = "shapes"  # shapes (generated under `path`) | files (JSONL records under `path`)
+    path: str = "data/shapes"
+    train_file: str = "train.jsonl"
+    val_file: str = "val.jsonl"
+    batch_size: int = 4
+    num_workers: int = 0
+    max_length: int = 512
+    truncation: str = "delete"
+    on_error: str = "raise"
+    image: str = "original"  # original | none (the "DPO (No Image)" ablation)
+    context_template: str = "{prompt}\nContext:\n{context}"
+    limit_train: int | None = None
+    limit_val: int | None = None
+    shapes: ShapesSchema = field(default_factory=ShapesSchema)
+
+
+@dataclass
+class ReferenceSchema:
+    strategy: str = "adapter_off"
+
+
+@dataclass
+class EngineSchema:
+    mode: str = "batched"
+
+
+@dataclass
+class OptimSchema:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = 0.1
+    scheduler: str = "cosine"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="model", name="model_schema", node=ModelSchema)
+    cs.store(group="data", name="data_schema", node=DataSchema)
+    cs.store(group="reference", name="reference_schema", node=ReferenceSchema)
+    cs.store(name="engine_schema", node=EngineSchema, package="engine")
+    cs.store(name="optim_schema", node=OptimSchema, package="optim")
+
+
+register_configs()
+
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.quantization.quant_type": ("nf4", "fp4"),
+    "data.source": ("shapes", "files"),
+    "data.truncation": ("delete", "truncate_response", "raise"),
+    "data.on_error": ("raise", "skip"),
+    "data.image": ("original", "none"),
+    "reference.strategy": ("adapter_off", "copy", "none"),
+    "engine.mode": ("naive", "batched"),
+    "optim.scheduler": ("cosine", "linear", "constant_with_warmup"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise one :class:`ConfigError` listing every invalid value or combination."""
+    from mmpo.losses import LOSSES, build_loss
+    from mmpo.models.families import FAMILIES
+    from mmpo.models.loading import TINY_BUILDERS
+
+    problems: list[str] = []
+    allowed = {**ALLOWED, "model.family": tuple(FAMILIES)}
+    for key, values in allowed.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in values:
+            problems.append(f"{key}={value!r}; allowed: {list(values)}")
+
+    loss_name = cfg.loss.get("name")
+    if loss_name not in LOSSES:
+        problems.append(f"loss.name={loss_name!r}; allowed: {sorted(LOSSES)}")
+        raise ConfigError(_message(problems))
+    try:
+        loss = build_loss(cfg.loss)
+    except Exception as error:  # noqa: BLE001 - reported with the key, then re-raised as ConfigError
+        problems.append(f"loss={loss_name}: {getattr(error, '__cause__', None) or error}")
+        raise ConfigError(_message(problems)) from None
+
+    model = cfg.model
+    if model.path is None and model.family not in TINY_BUILDERS:
+        problems.append(f"model.path is null, but only {sorted(TINY_BUILDERS)} have tiny builders; "
+                        f"set model.path to the local checkpoint of {model.name}")
+    if model.path is not None and not (Path(model.path).expanduser() / "config.json").is_file():
+        problems.append(f"model.path={model.path!r} is not a local model directory in Hugging Face layout "
+                        "(no config.json); download the checkpoint there once, mmpo never downloads")
+    if model.init_from and not Path(model.init_from).expanduser().is_dir():
+        problems.append(f"model.init_from={model.init_from!r} does not exist; point it at an earlier run directory")
+    if model.quantization.load_in_4bit and not model.lora.enabled:
+        problems.append("model.quantization.load_in_4bit=true needs model.lora.enabled=true (QLoRA)")
+
+    strategy = cfg.reference.strategy
+    if loss.needs_reference and strategy == "none":
+        problems.append(f"loss={loss_name} needs a reference; reference.strategy allowed: ['adapter_off', 'copy']")
+    if loss.needs_reference and strategy == "adapter_off" and not model.lora.enabled:
+        problems.append("reference=adapter_off needs model.lora.enabled=true; use reference=copy for full fine-tuning")
+
+    needs_corrupted = any(b.image == "corrupted" for b in loss.branches)
+    has_sampler = bool(cfg.get("negative_sampler"))
+    if needs_corrupted and cfg.data.image == "none":
+        problems.append(f"loss={loss_name} contrasts the image with a corrupted one; it cannot run with data.image=none")
+    elif needs_corrupted and not has_sampler:
+        problems.append(f"loss={loss_name} needs a corrupted image; negative_sampler allowed: "
+                        "[crop, crop_20_50, diffusion, random_image, blank, rotate]")
+    if has_sampler:
+        from mmpo.negatives import build_negative_sampler
+
+        try:
+            build_negative_sampler(cfg.negative_sampler)
+        except ValueError as error:
+            problems.append(str(error))
+    if cfg.data.source == "files" and not (Path(cfg.data.path) / cfg.data.train_file).is_file():
+        problems.append(f"data.path={cfg.data.path!r} has no {cfg.data.train_file}; data.source=files reads "
+                        "JSONL records (README, 'Record format') from there")
+    if problems:
+        raise ConfigError(_message(problems))
+
+
+def _message(problems: list[str]) -> str:
+    return "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def wandb_mode() -> str:
+    """wandb runs offline unless ``WANDB_MODE`` says otherwise."""
+    return os.environ.setdefault("WANDB_MODE", "offline")

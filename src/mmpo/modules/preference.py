@@ -1,0 +1,91 @@
+"""The generative preference module: one batched policy forward, one reference pass, a pure loss."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from transformers import get_scheduler
+
+from mmpo.data.rows import PreferenceBatch
+from mmpo.engine.forward import branch_logps
+from mmpo.engine.reference import Reference
+from mmpo.losses import PreferenceLoss, preference_metrics
+
+
+class PreferenceModule(L.LightningModule):
+    """Trains ``policy`` on ``loss`` over the branches the loss declares.
+
+    Logged (train/ and val/ prefixes): ``loss``, each term ``loss/<term>``, and per-branch log-probs,
+    rewards, margins, accuracies and image-reliance metrics (:mod:`mmpo.losses.metrics`), all with
+    ``sync_dist`` so DDP reports global numbers.
+    """
+
+    def __init__(self, policy: torch.nn.Module, loss: PreferenceLoss, reference: str, optim: DictConfig,
+                 engine_mode: str = "batched"):
+        super().__init__()
+        self.policy = policy
+        self.loss_fn = loss
+        self.optim = optim
+        self.engine_mode = engine_mode
+        self.reference = Reference("none" if not loss.needs_reference else reference, policy, engine_mode)
+        self.dropped: Counter[str] = Counter()
+
+    # ---- one step ----------------------------------------------------------------------------------
+    def _step(self, batch: PreferenceBatch, stage: str) -> torch.Tensor | None:
+        self.dropped.update(batch.dropped)
+        if len(batch) == 0:
+            return None
+        policy, counts = branch_logps(self.policy, batch, self.engine_mode)
+        reference = self.reference.logps(self.policy, batch)
+        out = self.loss_fn(policy, reference, counts)
+        metrics = {"loss": out.loss.detach(), **{f"loss/{k}": v for k, v in out.terms.items()}}
+        metrics.update(preference_metrics(policy, reference, self.loss_fn.beta))
+        metrics["tokens/response"] = sum(c.float().mean() for c in counts.values())
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=True,
+                      batch_size=len(batch), on_step=stage == "train", on_epoch=True)
+        self.log(f"{stage}/loss_bar", out.loss.detach(), prog_bar=True, logger=False, batch_size=len(batch))
+        return out.loss
+
+    def training_step(self, batch: PreferenceBatch, batch_idx: int):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: PreferenceBatch, batch_idx: int):
+        self._step(batch, "val")
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device)
+
+    def on_fit_start(self) -> None:
+        # from_pretrained returns eval-mode models; HF enables gradient checkpointing only in train mode
+        self.policy.train()
+        self.reference.to(self.device)
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            datamodule.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: enable model.lora or unfreeze part of the model")
+        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
+                                      betas=tuple(self.optim.betas))
+        total = self.trainer.estimated_stepping_batches
+        scheduler = get_scheduler(self.optim.scheduler, optimizer,
+                                  num_warmup_steps=int(self.optim.warmup_ratio * total),
+                                  num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def state_dict(self, *args, **kwargs):
+        """Checkpoints hold the trainable weights only (LoRA adapters, unfrozen modules)."""
+        full = super().state_dict(*args, **kwargs)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in full.items() if k in trainable}
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        return super().load_state_dict(state_dict, strict=False, **kwargs)

@@ -1,0 +1,62 @@
+"""Corrupted-image samplers (the ``negative_sampler`` config group).
+
+``conf/negative_sampler/<name>.yaml`` holds ``_target_: mmpo.negatives.<Class>`` and the paper's defaults;
+:func:`build_negative_sampler` turns that config into a sampler, or ``None`` for ``negative_sampler=none``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from mmpo.negatives.base import NegativeSampler, OtherImage, seeded_generator
+from mmpo.negatives.blank import BlankSampler
+from mmpo.negatives.crop import CropSampler, sample_crop_box
+from mmpo.negatives.diffusion import DiffusionNoiseSampler, noise_schedule
+from mmpo.negatives.random_image import RandomImageSampler
+from mmpo.negatives.rotate import RotateSampler
+
+__all__ = [
+    "BlankSampler",
+    "CropSampler",
+    "DiffusionNoiseSampler",
+    "NegativeSampler",
+    "OtherImage",
+    "RandomImageSampler",
+    "RotateSampler",
+    "build_negative_sampler",
+    "noise_schedule",
+    "sample_crop_box",
+    "seeded_generator",
+]
+
+
+def build_negative_sampler(cfg: Mapping[str, Any] | None) -> NegativeSampler | None:
+    """Instantiate the sampler described by ``cfg`` (a DictConfig with ``_target_``).
+
+    ``None`` or an empty config (``conf/negative_sampler/none.yaml`` composes to ``{}``) means no corrupted
+    image and returns ``None``. A non-empty config without ``_target_`` is a mistake and raises, as do the
+    samplers' own argument checks (``ValueError`` naming the key).
+    """
+    if cfg is None or len(cfg) == 0:
+        return None
+    if cfg.get("_target_") is None:
+        raise ValueError(
+            f"negative_sampler config {dict(cfg)!r} has no _target_; choose one of "
+            "conf/negative_sampler/*.yaml (crop, crop_20_50, diffusion, random_image, blank, rotate, none)"
+        )
+    try:
+        sampler = instantiate(cfg)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):  # a sampler's own check: surface it unwrapped
+            raise error.__cause__ from None
+        raise
+    if not isinstance(sampler, NegativeSampler):
+        raise ValueError(
+            f"negative_sampler._target_={cfg['_target_']!r} built a {type(sampler).__name__}, "
+            "not a mmpo.negatives.NegativeSampler"
+        )
+    return sampler
