@@ -75,6 +75,7 @@ class DataSchema:
     train_file: str = "train.jsonl"
     val_file: str = "val.jsonl"
     batch_size: int = 4
+    shuffle: bool = True
     num_workers: int = 0
     max_length: int = 512
     truncation: str = "delete"
@@ -89,6 +90,7 @@ class DataSchema:
 @dataclass
 class ReferenceSchema:
     strategy: str = "adapter_off"
+    on_missing: str = "fill"  # reference=precomputed: fill (compute missing entries before fit) | fail
 
 
 @dataclass
@@ -123,8 +125,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "data.truncation": ("delete", "truncate_response", "raise"),
     "data.on_error": ("raise", "skip"),
     "data.image": ("original", "none"),
-    "reference.strategy": ("adapter_off", "copy", "none"),
-    "engine.mode": ("naive", "batched"),
+    "reference.strategy": ("adapter_off", "copy", "precomputed", "none"),
+    "reference.on_missing": ("fill", "fail"),
+    "engine.mode": ("naive", "batched", "shared_prefix"),
     "optim.scheduler": ("cosine", "linear", "constant_with_warmup"),
 }
 
@@ -154,29 +157,48 @@ def check_config(cfg: DictConfig) -> None:
 
     model = cfg.model
     if model.path is None and model.family not in TINY_BUILDERS:
-        problems.append(f"model.path is null, but only {sorted(TINY_BUILDERS)} have tiny builders; "
-                        f"set model.path to the local checkpoint of {model.name}")
+        problems.append(
+            f"model.path is null, but only {sorted(TINY_BUILDERS)} have tiny builders; "
+            f"set model.path to the local checkpoint of {model.name}"
+        )
     if model.path is not None and not (Path(model.path).expanduser() / "config.json").is_file():
-        problems.append(f"model.path={model.path!r} is not a local model directory in Hugging Face layout "
-                        "(no config.json); download the checkpoint there once, mmpo never downloads")
+        problems.append(
+            f"model.path={model.path!r} is not a local model directory in Hugging Face layout "
+            "(no config.json); download the checkpoint there once, mmpo never downloads"
+        )
     if model.init_from and not Path(model.init_from).expanduser().is_dir():
-        problems.append(f"model.init_from={model.init_from!r} does not exist; point it at an earlier run directory")
+        problems.append(
+            f"model.init_from={model.init_from!r} does not exist; point it at an earlier run directory"
+        )
     if model.quantization.load_in_4bit and not model.lora.enabled:
         problems.append("model.quantization.load_in_4bit=true needs model.lora.enabled=true (QLoRA)")
 
     strategy = cfg.reference.strategy
     if loss.needs_reference and strategy == "none":
-        problems.append(f"loss={loss_name} needs a reference; reference.strategy allowed: ['adapter_off', 'copy']")
+        problems.append(
+            f"loss={loss_name} needs a reference; reference.strategy allowed: "
+            "['adapter_off', 'copy', 'precomputed']"
+        )
     if loss.needs_reference and strategy == "adapter_off" and not model.lora.enabled:
-        problems.append("reference=adapter_off needs model.lora.enabled=true; use reference=copy for full fine-tuning")
+        problems.append(
+            "reference=adapter_off needs model.lora.enabled=true; use reference=copy for full fine-tuning"
+        )
+    if loss.needs_reference and strategy == "precomputed":
+        problems += _precomputed_problems(cfg, loss)
+    if cfg.engine.mode == "shared_prefix":
+        problems += _shared_prefix_problems(model)
 
     needs_corrupted = any(b.image == "corrupted" for b in loss.branches)
     has_sampler = bool(cfg.get("negative_sampler"))
     if needs_corrupted and cfg.data.image == "none":
-        problems.append(f"loss={loss_name} contrasts the image with a corrupted one; it cannot run with data.image=none")
+        problems.append(
+            f"loss={loss_name} contrasts the image with a corrupted one; it cannot run with data.image=none"
+        )
     elif needs_corrupted and not has_sampler:
-        problems.append(f"loss={loss_name} needs a corrupted image; negative_sampler allowed: "
-                        "[crop, crop_20_50, diffusion, random_image, blank, rotate]")
+        problems.append(
+            f"loss={loss_name} needs a corrupted image; negative_sampler allowed: "
+            "[crop, crop_20_50, diffusion, random_image, blank, rotate]"
+        )
     if has_sampler:
         from mmpo.negatives import build_negative_sampler
 
@@ -185,10 +207,49 @@ def check_config(cfg: DictConfig) -> None:
         except ValueError as error:
             problems.append(str(error))
     if cfg.data.source == "files" and not (Path(cfg.data.path) / cfg.data.train_file).is_file():
-        problems.append(f"data.path={cfg.data.path!r} has no {cfg.data.train_file}; data.source=files reads "
-                        "JSONL records (README, 'Record format') from there")
+        problems.append(
+            f"data.path={cfg.data.path!r} has no {cfg.data.train_file}; data.source=files reads "
+            "JSONL records (README, 'Record format') from there"
+        )
     if problems:
         raise ConfigError(_message(problems))
+
+
+def _precomputed_problems(cfg: DictConfig, loss) -> list[str]:
+    from mmpo.engine.cache import epoch_dependent
+
+    problems = []
+    if (cfg.get("negative_sampler") or {}).get("resample_per_forward"):
+        problems.append(
+            "reference=precomputed cannot hold negative_sampler.resample_per_forward=true (a fresh "
+            "corruption on every forward); set it to false or use reference=adapter_off|copy"
+        )
+    seeded = [str(b) for b in loss.branches if epoch_dependent(b)]
+    if seeded and not cfg.model.lora.enabled and cfg.trainer.get("max_epochs") != 1:
+        problems.append(
+            f"reference=precomputed with full fine-tuning and the epoch-seeded branches {seeded} needs "
+            "trainer.max_epochs=1 (each epoch's corruption is scored by the initial weights, which are "
+            "gone after the first step); use model.lora.enabled=true or reference=copy"
+        )
+    return problems
+
+
+def _shared_prefix_problems(model: DictConfig) -> list[str]:
+    from mmpo.engine.adapters import SHARED_PREFIX_FAMILIES
+    from mmpo.engine.layout import ATTENTION_IMPLEMENTATIONS
+
+    problems = []
+    if model.family not in SHARED_PREFIX_FAMILIES:
+        problems.append(
+            f"engine.mode=shared_prefix does not support model.family={model.family!r}; allowed "
+            f"families: {list(SHARED_PREFIX_FAMILIES)} (use engine.mode=batched)"
+        )
+    if model.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        problems.append(
+            f"engine.mode=shared_prefix needs a 4-D attention mask; model.attn_implementation="
+            f"{model.attn_implementation!r}, allowed: {list(ATTENTION_IMPLEMENTATIONS)}"
+        )
+    return problems
 
 
 def _message(problems: list[str]) -> str:

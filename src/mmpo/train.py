@@ -33,8 +33,13 @@ def _instantiate_all(node: DictConfig | None) -> list:
 
 
 def summary_line(cfg: DictConfig, metrics: dict, seconds: float, steps: int) -> str:
-    keys = ("train/loss_epoch", "val/loss", "val/rewards/accuracies", "val/rewards/margins",
-            "val/image_reliance/accuracy")
+    keys = (
+        "train/loss_epoch",
+        "val/loss",
+        "val/rewards/accuracies",
+        "val/rewards/margins",
+        "val/image_reliance/accuracy",
+    )
     values = " ".join(f"{k}={float(metrics[k]):.4f}" for k in keys if k in metrics)
     return f"{cfg.run_name}: loss={cfg.loss.name} model={cfg.model.name} steps={steps} {values} time={seconds:.1f}s"
 
@@ -57,11 +62,20 @@ def run(cfg: DictConfig) -> float | None:
 
     loss = build_loss(cfg.loss)
     policy, processor, family = load_model(cfg.model)
-    datamodule = PreferenceDataModule(cfg.data, processor, family, loss.branches,
-                                      build_negative_sampler(cfg.get("negative_sampler")), cfg.seed)
-    module = PreferenceModule(policy, loss, cfg.reference.strategy, cfg.optim, cfg.engine.mode)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=_instantiate_all(cfg.get("logger")) or False,
-                                     callbacks=_instantiate_all(cfg.get("callbacks")))
+    datamodule = PreferenceDataModule(
+        cfg.data,
+        processor,
+        family,
+        loss.branches,
+        build_negative_sampler(cfg.get("negative_sampler")),
+        cfg.seed,
+    )
+    module = PreferenceModule(policy, loss, cfg.reference, cfg.optim, cfg.engine.mode)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=_instantiate_all(cfg.get("logger")) or False,
+        callbacks=_instantiate_all(cfg.get("callbacks")),
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -151,11 +151,29 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 #: Animals for the ``baby X`` / ``adult X`` rule ("cub" and "animal" are no synonyms; kept as in CHAIR).
-BABY_ADULT_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal", "cub")
+BABY_ADULT_ANIMALS = (
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "animal",
+    "cub",
+)
 #: Vehicles for the ``passenger X`` rule.
 PASSENGER_VEHICLES = ("jet", "train")
 #: Two-word phrases with a fixed mapping (applied after the two-word synonyms, so they win).
-SPECIAL_DOUBLE_WORDS = {"bow tie": "tie", "toilet seat": "toilet", "home plate": "home plate", "train track": "train track"}
+SPECIAL_DOUBLE_WORDS = {
+    "bow tie": "tie",
+    "toilet seat": "toilet",
+    "home plate": "home plate",
+    "train track": "train track",
+}
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,9 @@ class ObjectHalBench(Benchmark):
             image_id = int(row["image_id"])
             question = row.get("question", row.get("prompt"))
             if question is None:
-                raise ValueError(f"{root / self.question_file}: row {index} has neither 'question' nor 'prompt'")
+                raise ValueError(
+                    f"{root / self.question_file}: row {index} has neither 'question' nor 'prompt'"
+                )
             if "image" in row:
                 image = image_dir / f"{image_id}.jpg"
                 if not image.exists():
@@ -82,11 +84,18 @@ class ObjectHalBench(Benchmark):
             else:
                 image = image_dir / f"COCO_val2014_{image_id:012d}.jpg"
             items.append(
-                EvalItem(id=str(index), image=str(image), prompt=self.with_suffix(question), meta={"image_id": image_id})
+                EvalItem(
+                    id=str(index),
+                    image=str(image),
+                    prompt=self.with_suffix(question),
+                    meta={"image_id": image_id},
+                )
             )
         return self.truncate(items)
 
-    def score(self, items: list[EvalItem], outputs: dict[str, str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    def score(
+        self, items: list[EvalItem], outputs: dict[str, str]
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         root = self.require(*self._annotation_files())
         responses = [text.replace("Assistant:", "").strip() for text in self.outputs_for(items, outputs)]
         image_ids = [item.meta["image_id"] for item in items]
@@ -105,4 +114,3 @@ class ObjectHalBench(Benchmark):
             for item, response, detail in zip(items, responses, details, strict=True)
         ]  # fmt: skip
         return metrics, records
-

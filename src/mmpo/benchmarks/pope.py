@@ -47,7 +47,9 @@ class POPE(Benchmark):
     """POPE over the chosen splits (default all three)."""
 
     name = "pope"
-    source = "RUCAIBox/POPE GitHub repository, output/coco/coco_pope_*.json; COCO val2014 images (cocodataset.org)"
+    source = (
+        "RUCAIBox/POPE GitHub repository, output/coco/coco_pope_*.json; COCO val2014 images (cocodataset.org)"
+    )
 
     def __init__(
         self,
@@ -84,7 +86,9 @@ class POPE(Benchmark):
                 )
         return self.truncate(items)
 
-    def score(self, items: list[EvalItem], outputs: dict[str, str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    def score(
+        self, items: list[EvalItem], outputs: dict[str, str]
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         texts = self.outputs_for(items, outputs)
         records = []
         for item, text in zip(items, texts, strict=True):

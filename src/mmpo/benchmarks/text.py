@@ -2,13 +2,15 @@
 
 Tokenisation. The reference scorers call ``nltk.word_tokenize``: Punkt sentence splitting with the
 pretrained English model, then the Treebank-style ``NLTKWordTokenizer`` on every sentence. The
-pretrained model is NLTK *data* (``punkt_tab``) that ``nltk.download`` fetches at run time, which we may
-not do. The word splitter itself needs no data, so :func:`word_tokenize` keeps it and replaces only the
-sentence model: Punkt with its default (untrained) parameters plus a short list of common English
-abbreviations. The tokens are the reference's except around abbreviations the trained model knows and
-this list does not (there a final ``.`` may be split off where the reference keeps it, or vice versa).
-A hand-written regex tokenizer would differ far more often (``can't`` -> ``ca`` ``n't``, quotes to
-````` / ``''``, hyphenated words kept whole), and BLEU on alt-text is sensitive to exactly those.
+pretrained model is NLTK *data* (``punkt_tab``) that ``nltk.download`` fetches from the network, which
+mmpo never does at run time. The word splitter itself needs no data, so :func:`word_tokenize` keeps it
+and replaces only the sentence model: Punkt with its default (untrained) parameters plus a short list
+of common English abbreviations. The tokens are the reference's except around abbreviations the
+trained model knows and this list does not (there a final ``.`` may be split off where the reference
+keeps it, or vice versa). We use this rather than a hand-written regex tokenizer because a regex
+would differ from the reference far more often (``can't`` -> ``ca`` + ``n't``, double quotes turned
+into the tokens \`\` and '', hyphenated words kept whole), and BLEU on alt-text is sensitive to
+exactly those.
 
 Singularisation. CHAIR's reference uses ``pattern.en.singularize`` (the package no longer installs,
 clips/pattern#275) and AMBER uses NLTK's WordNet lemmatiser (needs the WordNet corpus, again a
@@ -31,7 +33,7 @@ from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 # Abbreviations (lower case, without the final period) that should not end a sentence. A small
 # stand-in for the abbreviation list that the pretrained Punkt model learnt from its corpus.
 _ABBREVIATIONS = frozenset(
-    {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "approx", "no", "fig"}
+    {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "approx"}
 )
 
 
@@ -47,7 +49,11 @@ _WORD_SPLITTER = NLTKWordTokenizer()
 
 def word_tokenize(text: str) -> list[str]:
     """``nltk.word_tokenize`` without NLTK data: sentence split, then Treebank word split per sentence."""
-    return [token for sentence in _sentence_splitter().tokenize(text) for token in _WORD_SPLITTER.tokenize(sentence)]
+    return [
+        token
+        for sentence in _sentence_splitter().tokenize(text)
+        for token in _WORD_SPLITTER.tokenize(sentence)
+    ]
 
 
 # --- singularisation ------------------------------------------------------------------------------
@@ -77,7 +83,9 @@ _IRREGULAR = {
     "elves": "elf",
 }
 # Words ending in -men that are singular ("women" -> "woman" is the rule, these are the exceptions).
-_SINGULAR_MEN = frozenset({"specimen", "omen", "amen", "stamen", "abdomen", "semen", "regimen", "ramen", "hymen"})
+_SINGULAR_MEN = frozenset(
+    {"specimen", "omen", "amen", "stamen", "abdomen", "semen", "regimen", "ramen", "hymen"}
+)
 # Singular (or invariant) words ending in s that no suffix rule below protects.
 _SINGULAR_S = frozenset(
     {

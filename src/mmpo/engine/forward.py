@@ -1,9 +1,18 @@
 """The branch forward: per-branch sequence log-probs for every row of a :class:`PreferenceBatch`.
 
-Modes (all give the same numbers; ``naive`` is the ground truth the others are tested against):
+Modes (all give the same numbers up to kernel rounding; ``naive`` is the ground truth the others are
+tested against):
 
-- ``naive``: one forward per branch.
-- ``batched``: one right-padded forward over the rows of all branches (what common frameworks do).
+- ``naive``: one HF forward per branch, full logits (``B`` rows of ``P + n`` tokens per branch).
+- ``batched``: one right-padded HF forward over the rows of all branches, full logits (what common
+  frameworks do: the prompt and image of a record are processed once per branch).
+- ``shared_prefix``: one packed row per (record, image, context) group; the prefix goes through the
+  language model once, each image through the vision tower once, the head only on response positions
+  (:mod:`mmpo.engine.shared_prefix`).
+
+Per record with prompt P and responses n_1..n_m that share it, LLM token positions per forward::
+
+    naive / batched:  sum_j (P + n_j)          shared_prefix:  P + sum_j (n_j - 1)
 """
 
 from __future__ import annotations
@@ -13,8 +22,10 @@ from torch import Tensor, nn
 from mmpo.branches import LogProbs
 from mmpo.data.rows import PreferenceBatch, Rows, concat_rows
 from mmpo.engine.logprobs import sequence_logps
+from mmpo.engine.shared_prefix import shared_prefix_logps
+from mmpo.engine.vision import ImageFeatures
 
-MODES = ("naive", "batched")
+MODES = ("naive", "batched", "shared_prefix")
 
 
 def rows_logps(model: nn.Module, rows: Rows) -> tuple[Tensor, Tensor]:
@@ -22,8 +33,14 @@ def rows_logps(model: nn.Module, rows: Rows) -> tuple[Tensor, Tensor]:
     return sequence_logps(logits, rows.labels)
 
 
-def branch_logps(model: nn.Module, batch: PreferenceBatch, mode: str = "batched") -> tuple[LogProbs, LogProbs]:
-    """``(log-probs, response-token counts)`` per branch, each a tensor of shape [len(batch)]."""
+def branch_logps(
+    model: nn.Module, batch: PreferenceBatch, mode: str = "batched", features: ImageFeatures | None = None
+) -> tuple[LogProbs, LogProbs]:
+    """``(log-probs, response-token counts)`` per branch, each a tensor of shape [len(batch)].
+
+    ``features`` (shared_prefix only) is the step's image-feature cache, shared with the reference when
+    the vision path is frozen (:meth:`ImageFeatures.for_step`); None encodes privately.
+    """
     if mode == "naive":
         results = {branch: rows_logps(model, rows) for branch, rows in batch.rows.items()}
         return {b: r[0] for b, r in results.items()}, {b: r[1] for b, r in results.items()}
@@ -31,6 +48,10 @@ def branch_logps(model: nn.Module, batch: PreferenceBatch, mode: str = "batched"
         branches = list(batch.rows)
         logps, counts = rows_logps(model, concat_rows([batch.rows[b] for b in branches], batch.pad_token_id))
         n = len(batch)
-        return ({b: logps[i * n:(i + 1) * n] for i, b in enumerate(branches)},
-                {b: counts[i * n:(i + 1) * n] for i, b in enumerate(branches)})
+        return (
+            {b: logps[i * n : (i + 1) * n] for i, b in enumerate(branches)},
+            {b: counts[i * n : (i + 1) * n] for i, b in enumerate(branches)},
+        )
+    if mode == "shared_prefix":
+        return shared_prefix_logps(model, batch, features)
     raise ValueError(f"engine.mode={mode!r}; allowed: {list(MODES)}")

@@ -20,5 +20,15 @@ def build_loss(cfg) -> PreferenceLoss:
     params.pop("name", None)
     return instantiate(params)
 
-__all__ = ["LOSSES", "DPOLoss", "IPOLoss", "LossOutput", "MDPOLoss", "PreferenceLoss", "SFTLoss",
-           "build_loss", "preference_metrics"]
+
+__all__ = [
+    "LOSSES",
+    "DPOLoss",
+    "IPOLoss",
+    "LossOutput",
+    "MDPOLoss",
+    "PreferenceLoss",
+    "SFTLoss",
+    "build_loss",
+    "preference_metrics",
+]

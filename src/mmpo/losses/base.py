@@ -59,4 +59,3 @@ def log_ratio(policy: LogProbs, reference: LogProbs | None, branch: Branch) -> T
     if reference is None:
         return policy[branch]
     return policy[branch] - reference[branch]
-

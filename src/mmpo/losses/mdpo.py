@@ -42,8 +42,10 @@ class MDPOLoss(PreferenceLoss):
         super().__init__()
         anchors = tuple(anchors)
         if not anchors or anchors[0] != "chosen" or any(a not in ANCHORS for a in anchors):
-            raise ValueError(f"loss.anchors={list(anchors)}; allowed: [chosen], [chosen, rejected], "
-                             "[chosen, rejected, corrupted]")
+            raise ValueError(
+                f"loss.anchors={list(anchors)}; allowed: [chosen], [chosen, rejected], "
+                "[chosen, rejected, corrupted]"
+            )
         self.beta, self.delta = beta, delta
         self.w_dpo, self.w_copo, self.w_anc = w_dpo, w_copo, w_anc
         self.anchors = anchors

@@ -1,12 +1,12 @@
 """Per-branch diagnostics logged for every loss: log-probs, rewards, margins, accuracies, image reliance.
 
-    rewards/<branch>              beta * (log pi - log pi_ref)   (batch mean)
-    rewards/margins, accuracies   r(chosen) - r(rejected), share with r(chosen) > r(rejected)
-    rewards/conditional_margin    r(chosen | image) - r(chosen | corrupted image)   (mDPO's CoPO margin)
-    rewards/conditional_accuracy  share with r(chosen | image) > r(chosen | corrupted image)
-    image_reliance/logp_margin    log pi(chosen | image) - log pi(chosen | corrupted image)
-    image_reliance/accuracy       share of samples whose policy prefers the chosen response with the
-                                  real image over the corrupted one (no reference involved)
+rewards/<branch>              beta * (log pi - log pi_ref)   (batch mean)
+rewards/margins, accuracies   r(chosen) - r(rejected), share with r(chosen) > r(rejected)
+rewards/conditional_margin    r(chosen | image) - r(chosen | corrupted image)   (mDPO's CoPO margin)
+rewards/conditional_accuracy  share with r(chosen | image) > r(chosen | corrupted image)
+image_reliance/logp_margin    log pi(chosen | image) - log pi(chosen | corrupted image)
+image_reliance/accuracy       share of samples whose policy prefers the chosen response with the
+                              real image over the corrupted one (no reference involved)
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -12,6 +13,7 @@ from transformers import get_scheduler
 from mmpo.data.rows import PreferenceBatch
 from mmpo.engine.forward import branch_logps
 from mmpo.engine.reference import Reference
+from mmpo.engine.vision import ImageFeatures
 from mmpo.losses import PreferenceLoss, preference_metrics
 
 
@@ -23,14 +25,22 @@ class PreferenceModule(L.LightningModule):
     ``sync_dist`` so DDP reports global numbers.
     """
 
-    def __init__(self, policy: torch.nn.Module, loss: PreferenceLoss, reference: str, optim: DictConfig,
-                 engine_mode: str = "batched"):
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        loss: PreferenceLoss,
+        reference: str | Mapping,
+        optim: DictConfig,
+        engine_mode: str = "batched",
+    ):
         super().__init__()
         self.policy = policy
         self.loss_fn = loss
         self.optim = optim
         self.engine_mode = engine_mode
-        self.reference = Reference("none" if not loss.needs_reference else reference, policy, engine_mode)
+        options = {"strategy": reference} if isinstance(reference, str) else dict(reference)
+        strategy = options["strategy"] if loss.needs_reference else "none"
+        self.reference = Reference(strategy, policy, engine_mode, options.get("on_missing", "fill"))
         self.dropped: Counter[str] = Counter()
 
     # ---- one step ----------------------------------------------------------------------------------
@@ -38,15 +48,16 @@ class PreferenceModule(L.LightningModule):
         self.dropped.update(batch.dropped)
         if len(batch) == 0:
             return None
-        policy, counts = branch_logps(self.policy, batch, self.engine_mode)
-        reference = self.reference.logps(self.policy, batch)
+        features = ImageFeatures.for_step(self.policy)  # each image encoded once, for policy and reference
+        policy, counts = branch_logps(self.policy, batch, self.engine_mode, features)
+        reference = self.reference.logps(self.policy, batch, features, stage)
         out = self.loss_fn(policy, reference, counts)
-        metrics = {"loss": out.loss.detach(), **{f"loss/{k}": v for k, v in out.terms.items()}}
+        metrics = {f"loss/{k}": v for k, v in out.terms.items()}
         metrics.update(preference_metrics(policy, reference, self.loss_fn.beta))
         metrics["tokens/response"] = sum(c.float().mean() for c in counts.values())
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=True,
-                      batch_size=len(batch), on_step=stage == "train", on_epoch=True)
-        self.log(f"{stage}/loss_bar", out.loss.detach(), prog_bar=True, logger=False, batch_size=len(batch))
+        options = {"sync_dist": True, "batch_size": len(batch), "on_step": stage == "train", "on_epoch": True}
+        self.log(f"{stage}/loss", out.loss.detach(), prog_bar=True, **options)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, **options)
         return out.loss
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int):
@@ -63,22 +74,38 @@ class PreferenceModule(L.LightningModule):
         # from_pretrained returns eval-mode models; HF enables gradient checkpointing only in train mode
         self.policy.train()
         self.reference.to(self.device)
+        self._start_epoch(resumed=self.trainer.ckpt_path is not None)
 
     def on_train_epoch_start(self) -> None:
+        self._start_epoch()
+
+    def _start_epoch(self, resumed: bool = False) -> None:
+        """Seed the data with the epoch and, for reference=precomputed, fill or check its cache entries."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             datamodule.set_epoch(self.current_epoch)
+            self.reference.prepare(
+                self.policy,
+                datamodule,
+                self.current_epoch,
+                write=self.trainer.is_global_zero,
+                resumed=resumed,
+            )
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         if not params:
             raise ValueError("no trainable parameters: enable model.lora or unfreeze part of the model")
-        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
-                                      betas=tuple(self.optim.betas))
+        optimizer = torch.optim.AdamW(
+            params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=tuple(self.optim.betas)
+        )
         total = self.trainer.estimated_stepping_batches
-        scheduler = get_scheduler(self.optim.scheduler, optimizer,
-                                  num_warmup_steps=int(self.optim.warmup_ratio * total),
-                                  num_training_steps=total)
+        scheduler = get_scheduler(
+            self.optim.scheduler,
+            optimizer,
+            num_warmup_steps=int(self.optim.warmup_ratio * total),
+            num_training_steps=total,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def state_dict(self, *args, **kwargs):

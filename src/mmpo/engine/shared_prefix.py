@@ -1,0 +1,71 @@
+"""The shared-prefix forward: each (image, prompt) prefix goes through the language model once.
+
+    1. layout     packed rows, positions, 4-D mask, target/source indices  (:mod:`mmpo.engine.layout`)
+    2. vision     features of each unique image, encoded once             (:mod:`mmpo.engine.vision`)
+    3. embed      e = E[tokens];  e[image placeholders] = features       (what the HF model does inside)
+    4. decoder    h = LM(e, mask, positions)    (``get_decoder()``: LoRA, checkpointing, sdpa all apply)
+    5. head       log p(y) on the response positions only, chunked       (:mod:`mmpo.engine.chunked`)
+    6. sums       log pi(branch) = sum_t log p(y_t), per (branch, record), float32
+
+Only the language model's decoder and head are called on our inputs; the vision path runs through the
+model's own ``get_image_features``. The result equals the per-branch forward up to kernel rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mmpo.branches import LogProbs
+from mmpo.data.rows import PreferenceBatch
+from mmpo.engine.adapters import adapter_for
+from mmpo.engine.chunked import CHUNK_ROWS, response_token_logps
+from mmpo.engine.layout import Layout, build_layout
+from mmpo.engine.vision import ImageFeatures
+
+
+def embed(model: nn.Module, layout: Layout, features: ImageFeatures) -> Tensor:
+    """Token embeddings of the packed rows with the image features written over the placeholders."""
+    adapter = adapter_for(model)
+    embeds = model.get_input_embeddings()(layout.input_ids)
+    requests = [request for row in layout.images for request in row]
+    if not requests:
+        return embeds
+    image_features = torch.cat(features.get(model, adapter, requests)).to(embeds.dtype)
+    placeholders = (layout.input_ids == adapter.image_token_id(model)) & (layout.segments == 0)
+    if int(placeholders.sum()) != image_features.shape[0]:
+        raise ValueError(
+            f"{int(placeholders.sum())} image placeholder tokens in the prompts but the images "
+            f"give {image_features.shape[0]} features"
+        )
+    return embeds.masked_scatter(placeholders[..., None], image_features)
+
+
+def shared_prefix_logps(
+    model: nn.Module,
+    batch: PreferenceBatch,
+    features: ImageFeatures | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[LogProbs, LogProbs]:
+    """``(log-probs, response-token counts)`` per branch, each [len(batch)], via the packed layout."""
+    adapter = adapter_for(model)
+    layout = build_layout(model, adapter, batch)
+    embeds = embed(model, layout, features if features is not None else ImageFeatures())
+    decoder = model.get_decoder()
+    positions = layout.positions if adapter.axes == 3 else layout.positions[0]
+    mask = layout.attention_mask(decoder.config._attn_implementation, embeds.dtype)
+    hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+    hidden = hidden.last_hidden_state.flatten(0, 1)[layout.sources]
+    token_logps = response_token_logps(hidden, model.get_output_embeddings(), layout.targets, chunk_rows)
+    owners = len(layout.owner_keys)
+    sums = token_logps.new_zeros(owners).index_add(0, layout.owners, token_logps)
+    counts = torch.bincount(layout.owners, minlength=owners)
+    logps: LogProbs = {}
+    token_counts: LogProbs = {}
+    for branch in batch.rows:
+        index = torch.tensor(
+            [i for i, (b, _) in enumerate(layout.owner_keys) if b == branch], device=sums.device
+        )
+        logps[branch] = sums[index]
+        token_counts[branch] = counts[index]
+    return logps, token_counts

@@ -1,0 +1,123 @@
+"""The config tree composes in every option; bad configs fail at start-up with one clear message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from mmpo.config import ConfigError, check_config
+
+from .conftest import CONF_DIR, ROOT
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_every_group_named_in_the_design_exists():
+    expected = {
+        "model",
+        "loss",
+        "data",
+        "negative_sampler",
+        "benchmark",
+        "reference",
+        "trainer",
+        "logger",
+        "callbacks",
+        "experiment",
+        "hparams_search",
+        "debug",
+        "paths",
+    }
+    assert expected <= set(GROUPS) | {"hydra"} and (CONF_DIR / "hydra").is_dir()
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_of_every_group_composes(compose, group, option):
+    cfg = compose([f"+{group}={option}" if group == "benchmark" else f"{group}={option}"])
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.to_container(job, resolve=True)  # every interpolation resolves
+    if group == "loss":
+        assert cfg.loss.name == option
+
+
+def test_cfg_job_prints_a_real_model_config_without_touching_the_model_path(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "train.py", "--cfg", "job", "loss=dpo", "model=llava7b"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    cfg = OmegaConf.create(out.stdout)
+    assert cfg.model.name == "llava7b" and cfg.model.family == "llava" and cfg.loss.name == "dpo"
+    assert str(cfg.model.path).endswith("llava-1.5-7b-hf")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss=nonexistent"], "Could not find 'loss/nonexistent'"),
+        (["model=llava7b", "model.path=/nowhere/llava"], "model.path='/nowhere/llava'"),
+    ],
+)
+def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message):
+    out = subprocess.run(
+        [sys.executable, "train.py", "logger=csv", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["engine.mode=fast"], "engine.mode='fast'; allowed:"),
+        (["data.truncation=cut"], "data.truncation='cut'; allowed: ['delete', 'truncate_response', 'raise']"),
+        (["model.lora.enabled=false"], "reference=adapter_off needs model.lora.enabled=true"),
+        (["loss=mdpo"], "negative_sampler allowed: [crop"),
+        (["loss=mdpo", "negative_sampler=crop", "data.image=none"], "cannot run with data.image=none"),
+        (["reference=none"], "loss=dpo needs a reference"),
+        (["loss.label_smoothing=0.9"], "loss.label_smoothing=0.9"),
+        (["negative_sampler=crop", "negative_sampler.scale=[0.5,0.1]"], "negative_sampler.scale"),
+        (["model.quantization.load_in_4bit=true", "model.lora.enabled=false", "reference=copy"], "QLoRA"),
+        (["model.family=gpt2"], "model.family='gpt2'; allowed:"),
+        (["data=files", "data.path=/nowhere"], "data.path='/nowhere' has no train.jsonl"),
+    ],
+)
+def test_cross_group_checks_name_the_key_and_allowed_values(compose, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        check_config(compose(overrides))
+    assert message in str(error.value)
+
+
+def test_all_problems_are_reported_at_once(compose):
+    with pytest.raises(ConfigError) as error:
+        check_config(compose(["engine.mode=fast", "data.on_error=ignore"]))
+    assert "engine.mode" in str(error.value) and "data.on_error" in str(error.value)
+
+
+def test_schema_rejects_unknown_keys_and_wrong_types(compose):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        compose(["model.lora.rank=8"])
+    with pytest.raises(ConfigCompositionException):
+        compose(["data.batch_size=many"])
+
+
+def test_the_default_config_passes_the_checks(compose):
+    check_config(compose([]))
+    check_config(compose(["loss=mdpo", "negative_sampler=crop", "model=tiny_qwen2vl"]))

@@ -1,0 +1,210 @@
+"""End-to-end training runs on the tiny models: what a run directory holds, both families, QLoRA,
+bf16 autocast, SFT -> init_from, resume with loss continuity, and DDP with global metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmpo.train import run
+
+from .conftest import ROOT
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def logged(run_dir: Path, key: str) -> list[float]:
+    return [float(r[key]) for r in metrics_rows(run_dir) if r.get(key)]
+
+
+def test_default_run_writes_the_run_directory(compose):
+    cfg = compose([])
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert (out / "config.yaml").is_file()
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    summary = (out / "summary.txt").read_text().strip().splitlines()
+    assert len(summary) == 1 and "loss=dpo model=tiny_llava steps=2" in summary[0]
+    assert json.loads((out / "data_report.json").read_text())["read"] > 0
+    header = metrics_rows(out)[0].keys()
+    for key in (
+        "train/loss_step",
+        "train/loss/dpo_step",
+        "train/rewards/accuracies_step",
+        "train/rewards/chosen@original_step",
+        "val/loss",
+        "val/rewards/margins",
+    ):
+        assert key in header, key
+    # step 0: policy == reference (LoRA B = 0) so the loss is log 2
+    assert logged(out, "train/loss_step")[0] == pytest.approx(0.693147, abs=1e-5)
+
+
+@pytest.mark.parametrize("model", ["tiny_llava", "tiny_qwen2vl"])
+@pytest.mark.parametrize("loss", ["dpo", "ipo"])
+def test_both_families_train_and_the_loss_moves(compose, model, loss):
+    cfg = compose([f"model={model}", f"loss={loss}", "trainer.max_steps=4", "optim.lr=5e-3"])
+    run(cfg)
+    losses = logged(Path(cfg.paths.output_dir), "train/loss_step")
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] != losses[0]
+
+
+def test_full_finetuning_with_a_frozen_copy_reference(compose):
+    cfg = compose(["model.lora.enabled=false", "reference=copy", "model.freeze.vision_tower=true"])
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert (out / "model" / "config.json").is_file()
+    assert logged(out, "train/loss_step")[0] == pytest.approx(0.693147, abs=1e-5)
+
+
+def test_qlora_4bit_trains_on_cpu(compose):
+    pytest.importorskip("bitsandbytes")
+    cfg = compose(["model.quantization.load_in_4bit=true"])
+    run(cfg)
+    assert logged(Path(cfg.paths.output_dir), "train/loss_step")[0] == pytest.approx(0.693147, abs=1e-4)
+    from mmpo.models.loading import load_model
+
+    policy, _, _ = load_model(cfg.model)
+    quantized = [n for n, m in policy.named_modules() if type(m).__name__ == "Linear4bit"]
+    assert quantized and all("language_model" in n for n in quantized)  # vision tower, projector stay fp
+
+
+def test_bf16_mixed_precision_on_cpu_keeps_fp32_logps(compose):
+    cfg = compose(["trainer=cpu_bf16", "loss=mdpo", "negative_sampler=crop"])
+    run(cfg)
+    first = logged(Path(cfg.paths.output_dir), "train/loss_step")[0]
+    assert first == pytest.approx(3 * 0.693147, abs=1e-3)
+
+
+def test_sft_run_is_a_base_for_init_from(compose, tmp_path):
+    sft = compose(["loss=sft", "model.lora.r=4", "optim.lr=1e-2", "trainer.max_steps=3"])
+    run(sft)
+    sft_dir = Path(sft.paths.output_dir)
+    assert logged(sft_dir, "train/loss_step")[-1] < logged(sft_dir, "train/loss_step")[0]
+    from mmpo.models.loading import load_model
+
+    dpo = compose([f"model.init_from={sft_dir}"])
+    merged, _, _ = load_model(dpo.model)
+    base, _, _ = load_model(compose([]).model)
+    name = next(n for n, _ in base.named_parameters() if "q_proj.base_layer.weight" in n)
+    assert not torch.equal(dict(merged.named_parameters())[name], dict(base.named_parameters())[name])
+    dpo.paths.output_dir = str(tmp_path / "dpo")
+    run(dpo)
+    assert logged(Path(dpo.paths.output_dir), "train/loss_step")[0] == pytest.approx(0.693147, abs=1e-5)
+
+
+def test_resume_from_checkpoint_continues_the_loss_curve(compose, tmp_path):
+    # a constant learning rate: the schedule of a 1-epoch run must not differ from the 2-epoch one
+    common = [
+        "data.shuffle=false",
+        "trainer.max_epochs=2",
+        "optim.lr=5e-3",
+        "optim.scheduler=constant_with_warmup",
+        "optim.warmup_ratio=0",
+    ]
+    whole = compose(common)
+    run(whole)
+    first = compose([*common, "trainer.max_epochs=1"])
+    first.paths.output_dir = str(tmp_path / "first")
+    run(first)
+    resumed = compose([*common, f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"])
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    run(resumed)
+    expected = logged(Path(whole.paths.output_dir), "train/loss_step")
+    got = logged(Path(resumed.paths.output_dir), "train/loss_step")
+    assert len(expected) == 4 and len(got) == 2
+    assert got == pytest.approx(expected[2:], abs=1e-5)
+
+
+def test_real_model_path_loads_like_a_downloaded_checkpoint(compose, tmp_path):
+    """A tiny model + processor saved in HF layout load through model.path exactly like llava7b would."""
+    from mmpo.branches import CHOSEN, REJECTED
+    from mmpo.data.collator import Example, PreferenceCollator, load_image
+    from mmpo.data.records import read_records
+    from mmpo.models.loading import load_model
+    from mmpo.models.tiny import build_tiny_llava
+
+    model, processor = build_tiny_llava(seed=3)
+    model.save_pretrained(tmp_path / "llava")
+    processor.save_pretrained(tmp_path / "llava")
+    cfg = compose(
+        [
+            "model=llava7b",
+            f"model.path={tmp_path / 'llava'}",
+            "model.dtype=float32",
+            "model.gradient_checkpointing=false",
+        ]
+    )
+    policy, loaded_processor, family = load_model(cfg.model)
+    assert loaded_processor.chat_template == processor.chat_template
+    lora = {n for n, _ in policy.named_modules() if n.endswith("lora_A")}
+    assert lora and all("language_model" in n for n in lora)
+    assert any("mlp.down_proj" in n for n in lora) and any("self_attn.o_proj" in n for n in lora)
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert all("lora_" in n for n in trainable)
+    record = read_records(Path(cfg.data.path) / "train.jsonl")[0]
+    collator = PreferenceCollator(loaded_processor, family, (CHOSEN, REJECTED))
+    batch = collator([Example(record, [load_image(p) for p in record.images], [])])
+    with torch.no_grad():
+        out = policy(**batch.rows[CHOSEN].model_inputs())
+        expected = model(**batch.rows[CHOSEN].model_inputs())
+    assert torch.allclose(out.logits, expected.logits, atol=1e-5)  # LoRA B = 0: same function
+
+
+def test_ddp_cpu_two_processes_log_global_metrics(tmp_path, shapes_dir):
+    """Two gloo processes: the logged validation log-prob equals the single-process value for the same
+    weights (each rank sees half of the validation set, so only a synced metric can match)."""
+    out = tmp_path / "ddp"
+    common = [
+        "logger=csv",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        f"data.path={shapes_dir}",
+        "data.limit_train=8",
+        "data.limit_val=8",
+        "data.batch_size=2",
+        "trainer.max_steps=2",
+        "optim.lr=5e-3",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "train.py", "trainer=ddp_cpu", *common, f"hydra.run.dir={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    key = "val/logps/chosen@original"
+    ddp_val = logged(out, key)[-1]
+    assert "steps=2" in (out / "summary.txt").read_text()
+    check = tmp_path / "single"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            *common,
+            "optim.lr=0",
+            "trainer.max_steps=-1",
+            f"model.init_from={out}",
+            f"hydra.run.dir={check}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single_val = logged(check, key)[-1]
+    assert ddp_val == pytest.approx(single_val, abs=1e-4)
