@@ -93,7 +93,8 @@ def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message):
         (["loss.label_smoothing=0.9"], "loss.label_smoothing=0.9"),
         (["negative_sampler=crop", "negative_sampler.scale=[0.5,0.1]"], "negative_sampler.scale"),
         (["model.quantization.load_in_4bit=true", "model.lora.enabled=false", "reference=copy"], "QLoRA"),
-        (["model.family=gpt2"], "model.family='gpt2'; allowed:"),
+        (["model.family=gpt2"], "model.family='gpt2' is not supported; allowed:"),
+        (["experiment=mdpo_bunny3b"], "model.family='bunny' is not supported (Bunny-v1.0-3B ships"),
         (["data=files", "data.path=/nowhere"], "data.path='/nowhere' has no train.jsonl"),
     ],
 )

@@ -208,3 +208,39 @@ def test_ddp_cpu_two_processes_log_global_metrics(tmp_path, shapes_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     single_val = logged(check, key)[-1]
     assert ddp_val == pytest.approx(single_val, abs=1e-4)
+
+
+@pytest.mark.parametrize("model", ["tiny_llava", "tiny_qwen2vl"])
+def test_mdpo_with_crop_runs_on_both_tiny_models(compose, model):
+    cfg = compose([f"model={model}", "loss=mdpo", "negative_sampler=crop"])
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert logged(out, "train/loss_step")[0] == pytest.approx(3 * 0.693147, abs=1e-5)
+    for term in ("dpo", "copo", "ancpo"):
+        assert logged(out, f"train/loss/{term}_step")[0] == pytest.approx(0.693147, abs=1e-5)
+    assert logged(out, "val/rewards/conditional_margin")
+
+
+def test_dpo_with_a_sampler_reports_image_reliance_on_validation_only(compose):
+    cfg = compose(["loss=dpo", "negative_sampler=crop"])
+    run(cfg)
+    header = metrics_rows(Path(cfg.paths.output_dir))[0].keys()
+    assert "val/image_reliance/accuracy" in header and "val/rewards/conditional_margin" in header
+    assert not any(k.startswith("train/") and "corrupted" in k for k in header)
+
+
+def test_no_image_ablation_trains_without_images_and_validates_with_them(compose):
+    from mmpo.branches import CHOSEN
+    from mmpo.data.datamodule import PreferenceDataModule
+    from mmpo.losses import DPOLoss
+    from mmpo.models.tiny import build_tiny_llava
+    from mmpo.models.families import get_family
+
+    cfg = compose(["data.image=none"])
+    _, processor = build_tiny_llava()
+    datamodule = PreferenceDataModule(cfg.data, processor, get_family("llava"), DPOLoss().branches)
+    datamodule.setup()
+    train = next(iter(datamodule.train_dataloader()))
+    val = next(iter(datamodule.val_dataloader()))
+    assert "pixel_values" not in train.rows[CHOSEN].tensors
+    assert "pixel_values" in val.rows[CHOSEN].tensors

@@ -135,15 +135,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 def check_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` listing every invalid value or combination."""
     from mmpo.losses import LOSSES, build_loss
-    from mmpo.models.families import FAMILIES
+    from mmpo.models.families import family_error
     from mmpo.models.loading import TINY_BUILDERS
 
     problems: list[str] = []
-    allowed = {**ALLOWED, "model.family": tuple(FAMILIES)}
-    for key, values in allowed.items():
+    for key, values in ALLOWED.items():
         value = OmegaConf.select(cfg, key)
         if value not in values:
             problems.append(f"{key}={value!r}; allowed: {list(values)}")
+    if error := family_error(cfg.model.family):
+        problems.append(error)
 
     loss_name = cfg.loss.get("name")
     if loss_name not in LOSSES:

@@ -1,0 +1,111 @@
+"""The shared-prefix layout: grouping from the data, positions (1-D and M-RoPE), the block mask."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED
+from mmpo.data.rows import IGNORE_INDEX, Rows
+from mmpo.engine.adapters import adapter_for, base_model
+from mmpo.engine.layout import build_layout
+
+from .conftest import BRANCH_SETS, collate, make_policy, mixed_records
+
+
+@pytest.fixture(params=["llava", "qwen2_vl"])
+def setup(request, records):
+    policy, processor, family = make_policy(request.param, gradient_checkpointing=False)
+    batch = collate(processor, family, mixed_records(records, 2), BRANCH_SETS["mdpo"])
+    return policy, batch, build_layout(policy, adapter_for(policy), batch)
+
+
+def test_one_row_per_image_group_and_each_prefix_once(setup):
+    policy, batch, layout = setup
+    assert layout.input_ids.shape[0] == 2 * len(batch)  # (chosen, rejected)@original and chosen@corrupted
+    for record in range(len(batch)):
+        lengths = {b: int(batch.rows[b].tensors["attention_mask"][record].sum()) for b in batch.rows}
+        prompt = int((batch.rows[CHOSEN].labels[record] != IGNORE_INDEX).int().argmax())
+        shared = 2 * record  # groups are created record by record: original first, then corrupted
+        response = {b: lengths[b] - prompt for b in batch.rows}
+        assert int((layout.segments[shared] >= 0).sum()) == prompt + response[CHOSEN] - 1 + response[REJECTED] - 1
+        assert int((layout.segments[shared + 1] >= 0).sum()) == prompt + response[CHOSEN_CORRUPTED] - 1
+    assert layout.targets.shape[0] == sum(int((r.labels != IGNORE_INDEX).sum()) for r in batch.rows.values())
+
+
+def test_placeholders_alike_but_images_differ_are_not_grouped(setup):
+    _, batch, layout = setup
+    # chosen@original and chosen@corrupted have identical prompt ids (same placeholders) ...
+    original, corrupted = batch.rows[CHOSEN], batch.rows[CHOSEN_CORRUPTED]
+    assert torch.equal(original.tensors["input_ids"], corrupted.tensors["input_ids"])
+    # ... but another image, so they are packed in different rows
+    first, second = layout.images[0], layout.images[1]
+    assert first[0][0][1] == "original" and second[0][0][1] == "corrupted"
+
+
+def test_prompt_or_image_mismatch_inside_a_group_is_an_error(setup):
+    policy, batch, _ = setup
+    tampered = dict(batch.rows[REJECTED].tensors)
+    tampered["pixel_values"] = tampered["pixel_values"] + 1.0
+    batch.rows[REJECTED] = Rows(tampered)
+    with pytest.raises(ValueError, match="same image and context as another branch"):
+        build_layout(policy, adapter_for(policy), batch)
+
+
+def test_every_branch_continues_where_the_full_row_would(setup):
+    """Trap: positions. Each branch's positions equal those of its own unshared row, as the model computes
+    them (LLaVA: token count; Qwen2-VL: ``get_rope_index`` M-RoPE, max(image grid) + 1 after the image)."""
+    policy, batch, layout = setup
+    adapter = adapter_for(policy)
+    for row, images in enumerate(layout.images):
+        record = row // 2
+        branches = [CHOSEN, REJECTED] if row % 2 == 0 else [CHOSEN_CORRUPTED]
+        for segment, branch in enumerate(branches, start=1):
+            rows = batch.rows[branch]
+            length = int(rows.tensors["attention_mask"][record].sum())
+            if adapter.axes == 3:
+                full, _ = base_model(policy).model.get_rope_index(
+                    rows.tensors["input_ids"][record, None, :length],
+                    mm_token_type_ids=rows.tensors["mm_token_type_ids"][record, None, :length],
+                    image_grid_thw=torch.cat([image["image_grid_thw"] for _, image in images]),
+                )
+                full = full[:, 0]
+            else:
+                full = torch.arange(length)[None]
+            own = (layout.segments[row] == 0) | (layout.segments[row] == segment)
+            packed = layout.positions[:, row][:, own]
+            assert packed.shape[1] == length - 1  # the last response token is never an input
+            torch.testing.assert_close(packed, full[:, :-1], rtol=0, atol=0)
+
+
+def test_mask_prompt_causal_branches_isolated_padding_self():
+    from mmpo.engine.layout import Layout
+
+    segments = torch.tensor([[0, 0, 1, 1, 2, -1]])
+    empty = torch.zeros(0, dtype=torch.long)
+    layout = Layout(segments, segments[None], segments, [[]], empty, empty, empty, [])
+    mask = layout.attention_mask("sdpa", torch.float32)[0, 0].int()
+    assert mask.tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 1, 0],  # branch 2 sees the prompt, not branch 1
+        [0, 0, 0, 0, 0, 1],  # padding sees itself only (no empty softmax row)
+    ]
+    additive = layout.attention_mask("eager", torch.float32)[0, 0]
+    assert torch.equal(additive == 0, mask.bool())
+    with pytest.raises(ValueError, match=r"model.attn_implementation in \['sdpa', 'eager'\]"):
+        layout.attention_mask("flash_attention_2", torch.float32)
+
+
+def test_unsupported_family_names_the_option_and_the_allowed_values():
+    class Config:
+        model_type = "llava_next"
+
+    class Model(torch.nn.Module):
+        config = Config()
+
+    with pytest.raises(ValueError, match=r"engine.mode=shared_prefix does not support model.family='llava_next'; "
+                                         r"allowed families: \['llava', 'qwen2_vl', 'qwen2_5_vl'\]"):
+        adapter_for(Model())
