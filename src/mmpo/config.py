@@ -127,7 +127,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "data.image": ("original", "none"),
     "reference.strategy": ("adapter_off", "copy", "precomputed", "none"),
     "reference.on_missing": ("fill", "fail"),
-    "engine.mode": ("naive", "batched", "shared_prefix"),
+    "engine.mode": ("naive", "batched", "shared_prefix", "auto"),
     "optim.scheduler": ("cosine", "linear", "constant_with_warmup"),
 }
 
@@ -217,6 +217,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _precomputed_problems(cfg: DictConfig, loss) -> list[str]:
+    from mmpo.branches import CHOSEN_CORRUPTED
     from mmpo.engine.cache import epoch_dependent
 
     problems = []
@@ -225,7 +226,9 @@ def _precomputed_problems(cfg: DictConfig, loss) -> list[str]:
             "reference=precomputed cannot hold negative_sampler.resample_per_forward=true (a fresh "
             "corruption on every forward); set it to false or use reference=adapter_off|copy"
         )
-    seeded = [str(b) for b in loss.branches if epoch_dependent(b)]
+    # validation adds chosen@corrupted (image-reliance diagnostics) whenever a sampler is configured
+    branches = [*loss.branches, *([CHOSEN_CORRUPTED] if cfg.get("negative_sampler") else [])]
+    seeded = sorted({str(b) for b in branches if epoch_dependent(b)})
     if seeded and not cfg.model.lora.enabled and cfg.trainer.get("max_epochs") != 1:
         problems.append(
             f"reference=precomputed with full fine-tuning and the epoch-seeded branches {seeded} needs "

@@ -104,7 +104,10 @@ def collate(
     epoch: int = 0,
     seed: int = 0,
 ) -> PreferenceBatch:
-    collator = PreferenceCollator(processor, family, branches, sampler=CropSampler(), seed=seed)
+    contexts = sorted({r.context for r in records if r.context})
+    collator = PreferenceCollator(
+        processor, family, branches, sampler=CropSampler(), context_pool=contexts, seed=seed
+    )
     return collator([Example(r, [load_image(p) for p in r.images], [], epoch) for r in records])
 
 
@@ -113,3 +116,13 @@ def mixed_records(records: Sequence[Record], n: int = 3) -> list[Record]:
     captions = [r for r in records if r.id.endswith("caption")]
     others = [r for r in records if not r.id.endswith("caption")]
     return [captions[i // 2] if i % 2 == 0 else others[i // 2] for i in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread per test: tiny models gain nothing from more, and on a busy machine spinning
+    OpenMP threads turn millisecond matmuls into seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,7 +8,7 @@ import torch
 from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED
 from mmpo.data.rows import IGNORE_INDEX, Rows
 from mmpo.engine.adapters import adapter_for, base_model
-from mmpo.engine.layout import build_layout
+from mmpo.engine.layout import Layout, attention_mask, build_layout
 
 from .conftest import BRANCH_SETS, collate, make_policy, mixed_records
 
@@ -28,7 +28,10 @@ def test_one_row_per_image_group_and_each_prefix_once(setup):
         prompt = int((batch.rows[CHOSEN].labels[record] != IGNORE_INDEX).int().argmax())
         shared = 2 * record  # groups are created record by record: original first, then corrupted
         response = {b: lengths[b] - prompt for b in batch.rows}
-        assert int((layout.segments[shared] >= 0).sum()) == prompt + response[CHOSEN] - 1 + response[REJECTED] - 1
+        assert (
+            int((layout.segments[shared] >= 0).sum())
+            == prompt + response[CHOSEN] - 1 + response[REJECTED] - 1
+        )
         assert int((layout.segments[shared + 1] >= 0).sum()) == prompt + response[CHOSEN_CORRUPTED] - 1
     assert layout.targets.shape[0] == sum(int((r.labels != IGNORE_INDEX).sum()) for r in batch.rows.values())
 
@@ -79,12 +82,8 @@ def test_every_branch_continues_where_the_full_row_would(setup):
 
 
 def test_mask_prompt_causal_branches_isolated_padding_self():
-    from mmpo.engine.layout import Layout
-
     segments = torch.tensor([[0, 0, 1, 1, 2, -1]])
-    empty = torch.zeros(0, dtype=torch.long)
-    layout = Layout(segments, segments[None], segments, [[]], empty, empty, empty, [])
-    mask = layout.attention_mask("sdpa", torch.float32)[0, 0].int()
+    mask = attention_mask(segments, "sdpa", torch.float32)[0, 0].int()
     assert mask.tolist() == [
         [1, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0],
@@ -93,10 +92,22 @@ def test_mask_prompt_causal_branches_isolated_padding_self():
         [1, 1, 0, 0, 1, 0],  # branch 2 sees the prompt, not branch 1
         [0, 0, 0, 0, 0, 1],  # padding sees itself only (no empty softmax row)
     ]
-    additive = layout.attention_mask("eager", torch.float32)[0, 0]
+    additive = attention_mask(segments, "eager", torch.float32)[0, 0]
     assert torch.equal(additive == 0, mask.bool())
     with pytest.raises(ValueError, match=r"model.attn_implementation in \['sdpa', 'eager'\]"):
-        layout.attention_mask("flash_attention_2", torch.float32)
+        attention_mask(segments, "flash_attention_2", torch.float32)
+
+
+def test_rows_of_very_different_lengths_never_pad_each_other():
+    def calls(lengths: list[int]) -> list[list[int]]:
+        segments = torch.tensor([[0] * n + [-1] * (max(lengths) - n) for n in lengths])
+        empty = torch.zeros(0, dtype=torch.long)
+        layout = Layout(segments, segments[None], segments, [[]] * len(lengths), empty, empty, empty, [])
+        return [call.tolist() for call in layout.decoder_calls(max_padding=0.05)]
+
+    assert calls([844, 745]) == [[0], [1]]  # mDPO, one record: the corrupted row lacks a response
+    assert calls([844, 745, 851, 750]) == [[2, 0], [3, 1]]  # two records: similar rows share a call
+    assert calls([100, 100, 100]) == [[0, 1, 2]]
 
 
 def test_unsupported_family_names_the_option_and_the_allowed_values():
@@ -106,6 +117,9 @@ def test_unsupported_family_names_the_option_and_the_allowed_values():
     class Model(torch.nn.Module):
         config = Config()
 
-    with pytest.raises(ValueError, match=r"engine.mode=shared_prefix does not support model.family='llava_next'; "
-                                         r"allowed families: \['llava', 'qwen2_vl', 'qwen2_5_vl'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"engine.mode=shared_prefix does not support model.family='llava_next'; "
+        r"allowed families: \['llava', 'qwen2_vl', 'qwen2_5_vl'\]",
+    ):
         adapter_for(Model())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmpo.engine.forward import MODES, branch_logps
+from mmpo.engine.forward import MODES, branch_logps, resolve_mode
 
 from .conftest import BRANCH_SETS, collate, make_policy, mixed_records
 
@@ -41,7 +41,9 @@ def assert_same(result, expected) -> None:
     assert grads.keys() == want_grads.keys()
     for name, grad in want_grads.items():
         assert grad.abs().max() > 0, name  # every trainable parameter is exercised
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6 * grad.abs().max().item(), msg=name)
+        torch.testing.assert_close(
+            grads[name], grad, rtol=1e-4, atol=1e-6 * grad.abs().max().item(), msg=name
+        )
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
@@ -53,7 +55,7 @@ def test_every_mode_matches_naive(family, loss, records):
     assert len(set(lengths.tolist())) > 1  # variable lengths: the batch is padded
     expected = run(policy, batch, "naive")
     for mode in MODES:
-        if mode != "naive":
+        if mode not in ("naive", "auto"):
             assert_same(run(policy, batch, mode), expected)
 
 
@@ -82,5 +84,15 @@ def test_shared_prefix_variants(family, options, records):
 def test_unknown_mode_names_the_allowed_values(records):
     policy, processor, fam = make_policy("llava", gradient_checkpointing=False)
     batch = collate(processor, fam, mixed_records(records, 1), BRANCH_SETS["dpo"])
-    with pytest.raises(ValueError, match=r"engine.mode='packed'; allowed: \['naive', 'batched', 'shared_prefix'\]"):
+    with pytest.raises(
+        ValueError, match=r"engine.mode='packed'; allowed: \['naive', 'batched', 'shared_prefix', 'auto'\]"
+    ):
         branch_logps(policy, batch, "packed")
+
+
+def test_auto_picks_shared_prefix_where_supported_else_batched():
+    policy, _, _ = make_policy("llava", gradient_checkpointing=False)
+    assert resolve_mode("auto", policy) == "shared_prefix"
+    assert resolve_mode("naive", policy) == "naive"
+    policy.config.model_type = "llava_next"  # AnyRes tiling: no shared-prefix adapter
+    assert resolve_mode("auto", policy) == "batched"

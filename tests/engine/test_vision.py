@@ -50,7 +50,9 @@ def step(policy, batch, mode: str) -> None:
     ],
 )
 def test_vision_tower_calls_per_step(family, mode, train_projector, expected, records):
-    policy, processor, fam = make_policy(family, gradient_checkpointing=False, train_projector=train_projector)
+    policy, processor, fam = make_policy(
+        family, gradient_checkpointing=False, train_projector=train_projector
+    )
     batch = collate(processor, fam, mixed_records(records, 2), BRANCH_SETS["mdpo"])
     calls = count_tower_calls(policy, family)
     step(policy, batch, mode)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from mmpo.data.rows import Rows
-from mmpo.models.families import FAMILIES, Family
+from mmpo.models.families import FAMILIES
 
 ImageInputs = dict[str, Tensor]
 """The tensors of one or more images, in the layout the processor returns (e.g. ``pixel_values``)."""
@@ -37,7 +37,6 @@ def base_model(model: nn.Module) -> nn.Module:
 class Adapter:
     """Base: 1-D positions (``0..P-1``); subclasses say how images split and encode."""
 
-    family: Family
     image_keys: tuple[str, ...]
     """Per-image keys of a Rows, concatenated along dim 0 in placeholder order."""
 
@@ -140,9 +139,9 @@ class QwenVLAdapter(Adapter):
 
 
 ADAPTERS: dict[str, Adapter] = {
-    "llava": LlavaAdapter(FAMILIES["llava"], ("pixel_values",)),
-    "qwen2_vl": QwenVLAdapter(FAMILIES["qwen2_vl"], ("pixel_values", "image_grid_thw"), axes=3),
-    "qwen2_5_vl": QwenVLAdapter(FAMILIES["qwen2_5_vl"], ("pixel_values", "image_grid_thw"), axes=3),
+    "llava": LlavaAdapter(("pixel_values",)),
+    "qwen2_vl": QwenVLAdapter(("pixel_values", "image_grid_thw"), axes=3),
+    "qwen2_5_vl": QwenVLAdapter(("pixel_values", "image_grid_thw"), axes=3),
 }
 SHARED_PREFIX_FAMILIES = tuple(ADAPTERS)
 

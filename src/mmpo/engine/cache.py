@@ -127,11 +127,23 @@ def _files_component(paths: list[Path], images: list[str]) -> tuple[str, str]:
     return digest, f"{', '.join(p.name for p in paths)} + {len(set(images))} images ({digest[:12]})"
 
 
+def _collator_settings(collator) -> dict:
+    return {
+        "max_length": collator.max_length,
+        "truncation": collator.truncation,
+        "image": collator.image,
+        "context_template": collator.context_template,
+        "response_separator": collator.family.response_separator,
+    }
+
+
 def fingerprint(datamodule, model: nn.Module) -> Fingerprint:
-    """The fingerprint of a run's reference inputs and weights (``datamodule`` after ``setup``)."""
+    """The fingerprint of a run's reference inputs and weights (``datamodule`` after ``setup``, with one
+    collator per split in ``datamodule.collators``)."""
     from mmpo.data.datamodule import resolve_data_dir
 
-    cfg, collator, processor = datamodule.cfg, datamodule.collator, datamodule.processor
+    cfg, processor = datamodule.cfg, datamodule.processor
+    collators = {split: datamodule.collators[split] for split in sorted(datamodule.collators)}
     directory = resolve_data_dir(cfg)
     records = [r for dataset in datamodule.datasets.values() for r in dataset.records]
     images = [p for r in records for p in (*r.images, *r.negative_images)]
@@ -139,32 +151,28 @@ def fingerprint(datamodule, model: nn.Module) -> Fingerprint:
     tokenizer_state = (
         tokenizer.backend_tokenizer.to_str()
         if hasattr(tokenizer, "backend_tokenizer")
-        else (_json(tokenizer.get_vocab()))
+        else _json(tokenizer.get_vocab())
     )
-    collator_settings = {
-        "max_length": collator.max_length,
-        "truncation": collator.truncation,
-        "image": collator.image,
-        "context_template": collator.context_template,
-        "response_separator": collator.family.response_separator,
+    settings = {split: _collator_settings(c) for split, c in collators.items()}
+    pools = _digest(*(_json([c.image_pool, c.context_pool]) for c in collators.values()))
+    samplers = {split: c.sampler for split, c in collators.items()}
+    sampler_settings = {
+        split: None if s is None else {"name": s.name, **vars(s)} for split, s in samplers.items()
     }
-    pools = _digest(_json(collator.image_pool), _json(collator.context_pool))
-    sampler = collator.sampler
-    sampler_settings = None if sampler is None else {"name": sampler.name, **vars(sampler)}
+    seeds = sorted({c.seed for c in collators.values()})
     config = model.config.to_json_string(use_diff=False)
+    processed = _digest(processor.to_json_string(), tokenizer_state, str(processor.chat_template))
+    weights = weights_digest(model)
     components = {
         "data": _files_component([directory / cfg.train_file, directory / cfg.val_file], images),
-        "processor": (
-            processed := _digest(processor.to_json_string(), tokenizer_state, str(processor.chat_template)),
-            f"{type(processor).__name__} ({processed[:12]})",
-        ),
-        "collator": (_digest(_json(collator_settings), pools), _json(collator_settings)),
+        "processor": (processed, f"{type(processor).__name__} ({processed[:12]})"),
+        "collator": (_digest(_json(settings), pools), _json(settings)),
         "negative_sampler": (_digest(_json(sampler_settings)), _json(sampler_settings)),
-        "seed": (_digest(str(collator.seed)), str(collator.seed)),
+        "seed": (_digest(_json(seeds)), ",".join(map(str, seeds))),
         "model_config": (_digest(config), model.config.model_type),
-        "model_weights": (weights := weights_digest(model), f"hash {weights[:12]}"),
+        "model_weights": (weights, f"hash {weights[:12]}"),
     }
-    return Fingerprint({k: (v[0], v[1][:200]) for k, v in components.items()})
+    return Fingerprint({k: (v[0], v[1][:300]) for k, v in components.items()})
 
 
 # ---- the cache file --------------------------------------------------------------------------------

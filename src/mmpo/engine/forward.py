@@ -8,7 +8,9 @@ tested against):
   frameworks do: the prompt and image of a record are processed once per branch).
 - ``shared_prefix``: one packed row per (record, image, context) group; the prefix goes through the
   language model once, each image through the vision tower once, the head only on response positions
-  (:mod:`mmpo.engine.shared_prefix`).
+  (:mod:`mmpo.engine.shared_prefix`). Families: llava, qwen2_vl, qwen2_5_vl; sdpa or eager attention.
+- ``auto`` (the default): ``shared_prefix`` where it is supported (measured fastest, see
+  ``scripts/bench_step.py``), else ``batched``.
 
 Per record with prompt P and responses n_1..n_m that share it, LLM token positions per forward::
 
@@ -21,11 +23,24 @@ from torch import Tensor, nn
 
 from mmpo.branches import LogProbs
 from mmpo.data.rows import PreferenceBatch, Rows, concat_rows
+from mmpo.engine.adapters import SHARED_PREFIX_FAMILIES
+from mmpo.engine.layout import ATTENTION_IMPLEMENTATIONS
 from mmpo.engine.logprobs import sequence_logps
 from mmpo.engine.shared_prefix import shared_prefix_logps
 from mmpo.engine.vision import ImageFeatures
 
-MODES = ("naive", "batched", "shared_prefix")
+MODES = ("naive", "batched", "shared_prefix", "auto")
+
+
+def resolve_mode(mode: str, model: nn.Module) -> str:
+    """``auto`` -> ``shared_prefix`` when the model's family and attention implementation support it,
+    else ``batched``; any other mode is returned as given."""
+    if mode != "auto":
+        return mode
+    config = model.config
+    supported = config.model_type in SHARED_PREFIX_FAMILIES
+    supported = supported and model.get_decoder().config._attn_implementation in ATTENTION_IMPLEMENTATIONS
+    return "shared_prefix" if supported else "batched"
 
 
 def rows_logps(model: nn.Module, rows: Rows) -> tuple[Tensor, Tensor]:
@@ -41,6 +56,7 @@ def branch_logps(
     ``features`` (shared_prefix only) is the step's image-feature cache, shared with the reference when
     the vision path is frozen (:meth:`ImageFeatures.for_step`); None encodes privately.
     """
+    mode = resolve_mode(mode, model)
     if mode == "naive":
         results = {branch: rows_logps(model, rows) for branch, rows in batch.rows.items()}
         return {b: r[0] for b, r in results.items()}, {b: r[1] for b, r in results.items()}

@@ -28,6 +28,9 @@ last *prompt* position, which every branch of the row shares)::
 
     y_j[0]          <- h[P - 1]
     y_j[t], t >= 1  <- h[start_j + t - 1]
+
+Rows are padded only to the longest row of their decoder call: rows of similar length share a call,
+rows of very different length (mDPO's corrupted-image row has one response fewer) get their own.
 """
 
 from __future__ import annotations
@@ -40,20 +43,26 @@ from torch import Tensor, nn
 from mmpo.branches import Branch
 from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows
 from mmpo.engine.adapters import Adapter, ImageInputs
-from mmpo.engine.vision import ImageKey
+from mmpo.engine.vision import ImageKey, same_image
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+MAX_PADDING = 0.05
+"""Largest padding of a row, relative to the longest row of its decoder call (:meth:`Layout.decoder_calls`)."""
 
 
 @dataclass
 class _Group:
+    """Branches of one record that share an image and a context, i.e. one prompt."""
+
     record: int
+    """Row of the record in every branch's Rows."""
     prompt: Tensor
     rows: Rows
-    row: int
+    """The Rows of the branch that opened the group (its per-token keys, e.g. ``mm_token_type_ids``)."""
     images: list[ImageInputs]
     keys: list[ImageKey]
-    responses: list[tuple[int, Tensor]] = field(default_factory=list)  # (owner index, response ids)
+    responses: list[tuple[int, Tensor]] = field(default_factory=list)
+    """(owner index, response ids with eos) of each branch of the group."""
 
 
 @dataclass
@@ -77,34 +86,50 @@ class Layout:
     owner_keys: list[tuple[Branch, int]]
     """(branch, record index) of each owner."""
 
-    def attention_mask(self, implementation: str, dtype: torch.dtype) -> Tensor:
-        """The 4-D mask ``[G, 1, T, T]`` (see module docstring): boolean for sdpa, additive for eager."""
-        seg_q, seg_k = self.segments[:, :, None], self.segments[:, None, :]
-        length = self.segments.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=self.segments.device).tril()
-        allowed = (causal & ((seg_k == seg_q) | ((seg_k == 0) & (seg_q > 0))))[:, None]
-        if implementation == "sdpa":
-            return allowed
-        if implementation == "eager":
-            return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-                ~allowed, torch.finfo(dtype).min
-            )
-        raise ValueError(
-            f"engine.mode=shared_prefix needs model.attn_implementation in "
-            f"{list(ATTENTION_IMPLEMENTATIONS)} (a 4-D mask); got {implementation!r}"
-        )
-
     @property
-    def real_tokens(self) -> int:
-        """LLM token positions that carry data (padding excluded)."""
-        return int((self.segments >= 0).sum())
+    def lengths(self) -> Tensor:
+        """[G] tokens of each packed row, padding excluded."""
+        return (self.segments >= 0).sum(-1)
+
+    def decoder_calls(self, max_padding: float = MAX_PADDING) -> list[Tensor]:
+        """Row indices of each decoder call. Rows sorted by length, longest first; a row joins the current
+        call when its padding to the call's longest row stays within ``max_padding`` of that row,
+
+            T_call - T_r <= max_padding * T_call,
+
+        otherwise it opens the next call. Rows of very different lengths (mDPO: the corrupted-image row
+        lacks the rejected response) never pad each other; rows of similar lengths share one call."""
+        lengths = self.lengths.tolist()
+        calls: list[list[int]] = []
+        for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+            if calls and lengths[calls[-1][0]] - lengths[row] <= max_padding * lengths[calls[-1][0]]:
+                calls[-1].append(row)
+            else:
+                calls.append([row])
+        return [torch.tensor(call, device=self.segments.device) for call in calls]
+
+
+def attention_mask(segments: Tensor, implementation: str, dtype: torch.dtype) -> Tensor:
+    """The 4-D mask ``[rows, 1, T, T]`` of packed rows with ``segments`` [rows, T] (module docstring):
+    boolean for sdpa, additive for eager."""
+    seg_q, seg_k = segments[:, :, None], segments[:, None, :]
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    allowed = (causal & ((seg_k == seg_q) | ((seg_k == 0) & (seg_q > 0))))[:, None]
+    if implementation == "sdpa":
+        return allowed
+    if implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+    raise ValueError(
+        f"engine.mode=shared_prefix needs model.attn_implementation in "
+        f"{list(ATTENTION_IMPLEMENTATIONS)} (a 4-D mask); got {implementation!r}"
+    )
 
 
 def _same_images(a: list[ImageInputs], b: list[ImageInputs]) -> bool:
-    return len(a) == len(b) and all(
-        x.keys() == y.keys() and all(x[k].shape == y[k].shape and torch.equal(x[k], y[k]) for k in x)
-        for x, y in zip(a, b, strict=True)
-    )
+    return len(a) == len(b) and all(same_image(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _groups(model: nn.Module, adapter: Adapter, batch: PreferenceBatch) -> tuple[list[_Group], list]:
@@ -125,18 +150,9 @@ def _groups(model: nn.Module, adapter: Adapter, batch: PreferenceBatch) -> tuple
             key = (record, branch.image, branch.k, branch.context)
             group = groups.get(key)
             if group is None:
-                group = _Group(
-                    record,
-                    ids[:start],
-                    rows,
-                    record,
-                    images[branch][record],
-                    [
-                        (batch.ids[record], branch.image, branch.k, i)
-                        for i in range(len(images[branch][record]))
-                    ],
-                )
-                groups[key] = group
+                mine = images[branch][record]
+                keys = [(batch.ids[record], branch.image, branch.k, i) for i in range(len(mine))]
+                group = groups[key] = _Group(record, ids[:start], rows, mine, keys)
             elif not (
                 torch.equal(group.prompt, ids[:start]) and _same_images(group.images, images[branch][record])
             ):
@@ -162,7 +178,7 @@ def build_layout(model: nn.Module, adapter: Adapter, batch: PreferenceBatch) -> 
     for g, group in enumerate(groups):
         prompt_length = len(group.prompt)
         joined = adapter.join(group.images) if group.images else None
-        prompt_positions = adapter.prompt_positions(model, group.prompt, group.rows, group.row, joined)
+        prompt_positions = adapter.prompt_positions(model, group.prompt, group.rows, group.record, joined)
         input_ids[g, :prompt_length] = group.prompt
         positions[:, g, :prompt_length] = prompt_positions
         segments[g, :prompt_length] = 0

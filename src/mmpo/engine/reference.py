@@ -102,13 +102,9 @@ class Reference:
             return
         if self.cache is None:
             self.cache = ReferenceCache(_cache_dir(datamodule), fingerprint(datamodule, policy))
-        branches = list(datamodule.branches)
-        todo = {
-            split: self.cache.missing(
-                split, [r.id for r in datamodule.datasets[split].records], branches, epoch
-            )
-            for split in SPLITS
-        }
+        branches = {split: list(datamodule.collators[split].branches) for split in SPLITS}
+        records = {split: [r.id for r in datamodule.datasets[split].records] for split in SPLITS}
+        todo = {split: self.cache.missing(split, records[split], branches[split], epoch) for split in SPLITS}
         if not any(todo.values()):
             self._prepared = True
             return
@@ -132,7 +128,7 @@ class Reference:
             )
         for split in SPLITS:
             if todo[split]:
-                self._fill(policy, datamodule, split, todo[split], epoch, branches)
+                self._fill(policy, datamodule, split, todo[split], epoch, branches[split])
         self._prepared = True
         if write:
             self.cache.save()
@@ -147,7 +143,7 @@ class Reference:
         epoch: int,
         branches: list[Branch],
     ) -> None:
-        dataset, collator = datamodule.datasets[split], datamodule.collator
+        dataset, collator = datamodule.datasets[split], datamodule.collators[split]
         batch_size = datamodule.cfg.batch_size
         device = next(policy.parameters()).device
         log.info("reference cache: scoring %d %s records for epoch %d", len(indices), split, epoch)

@@ -20,7 +20,7 @@ from mmpo.branches import LogProbs
 from mmpo.data.rows import PreferenceBatch
 from mmpo.engine.adapters import adapter_for
 from mmpo.engine.chunked import CHUNK_ROWS, response_token_logps
-from mmpo.engine.layout import Layout, build_layout
+from mmpo.engine.layout import Layout, attention_mask, build_layout
 from mmpo.engine.vision import ImageFeatures
 
 
@@ -41,6 +41,32 @@ def embed(model: nn.Module, layout: Layout, features: ImageFeatures) -> Tensor:
     return embeds.masked_scatter(placeholders[..., None], image_features)
 
 
+def decode(model: nn.Module, layout: Layout, embeds: Tensor) -> Tensor:
+    """Final hidden states ``[M, hidden]`` at :attr:`Layout.sources`: one decoder call per length bucket
+    (:meth:`Layout.decoder_calls`), each row cut to the bucket's longest row."""
+    adapter = adapter_for(model)
+    decoder = model.get_decoder()
+    implementation = decoder.config._attn_implementation
+    width = layout.segments.shape[1]
+    source_rows, source_columns = layout.sources // width, layout.sources % width
+    local_row = torch.empty(layout.segments.shape[0], dtype=torch.long, device=embeds.device)
+    parts, order = [], []
+    for rows in layout.decoder_calls():
+        length = int(layout.lengths[rows[0]])
+        positions = layout.positions[:, rows, :length]
+        out = decoder(
+            inputs_embeds=embeds[rows, :length],
+            attention_mask=attention_mask(layout.segments[rows, :length], implementation, embeds.dtype),
+            position_ids=positions if adapter.axes == 3 else positions[0],
+            use_cache=False,
+        ).last_hidden_state
+        local_row[rows] = torch.arange(len(rows), device=embeds.device)
+        picked = torch.isin(source_rows, rows).nonzero().squeeze(-1)
+        parts.append(out.flatten(0, 1)[local_row[source_rows[picked]] * length + source_columns[picked]])
+        order.append(picked)
+    return torch.cat(parts)[torch.cat(order).argsort()]
+
+
 def shared_prefix_logps(
     model: nn.Module,
     batch: PreferenceBatch,
@@ -48,14 +74,9 @@ def shared_prefix_logps(
     chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[LogProbs, LogProbs]:
     """``(log-probs, response-token counts)`` per branch, each [len(batch)], via the packed layout."""
-    adapter = adapter_for(model)
-    layout = build_layout(model, adapter, batch)
+    layout = build_layout(model, adapter_for(model), batch)
     embeds = embed(model, layout, features if features is not None else ImageFeatures())
-    decoder = model.get_decoder()
-    positions = layout.positions if adapter.axes == 3 else layout.positions[0]
-    mask = layout.attention_mask(decoder.config._attn_implementation, embeds.dtype)
-    hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
-    hidden = hidden.last_hidden_state.flatten(0, 1)[layout.sources]
+    hidden = decode(model, layout, embeds)
     token_logps = response_token_logps(hidden, model.get_output_embeddings(), layout.targets, chunk_rows)
     owners = len(layout.owner_keys)
     sums = token_logps.new_zeros(owners).index_add(0, layout.owners, token_logps)

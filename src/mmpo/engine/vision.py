@@ -24,7 +24,7 @@ from mmpo.engine.adapters import Adapter, ImageInputs, vision_frozen
 ImageKey = tuple[Hashable, ...]
 
 
-def _same(a: ImageInputs, b: ImageInputs) -> bool:
+def same_image(a: ImageInputs, b: ImageInputs) -> bool:
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
 
 
@@ -45,7 +45,9 @@ class ImageFeatures:
         """Features of each requested image, encoding the missing ones in one vision-tower call."""
         missing: list[tuple[ImageKey, ImageInputs]] = []
         for key, image in requests:
-            if self._find(key, image) is None and not any(k == key and _same(i, image) for k, i in missing):
+            if self._find(key, image) is None and not any(
+                k == key and same_image(i, image) for k, i in missing
+            ):
                 missing.append((key, image))
         if missing:
             with torch.no_grad() if vision_frozen(model) else nullcontext():
@@ -55,4 +57,6 @@ class ImageFeatures:
         return [self._find(key, image) for key, image in requests]
 
     def _find(self, key: ImageKey, image: ImageInputs) -> Tensor | None:
-        return next((feature for stored, feature in self._entries.get(key, ()) if _same(stored, image)), None)
+        return next(
+            (feature for stored, feature in self._entries.get(key, ()) if same_image(stored, image)), None
+        )

@@ -1,0 +1,540 @@
+"""Benchmark one preference training step per engine mode on a LLaVA-1.5-7B-proportioned proxy.
+
+    python scripts/bench_step.py                      # DPO and mDPO, every mode, ~6 min on 2 idle cores
+    python scripts/bench_step.py --layers 4 --batch-size 1 --repeats 5 --losses dpo
+
+The proxy keeps what decides the step's cost structure at 7B: 576 image tokens from a CLIP-style tower
+(336 px, patch 14), ~70 prompt text tokens, ~100-token responses, a 32k vocabulary and a Llama LM
+(hidden 512 by default), LoRA on every LLM linear, non-reentrant gradient checkpointing, fp32. Weights
+are random and rows synthetic (random token ids around real placeholder runs): nothing is downloaded.
+
+A step is what ``PreferenceModule`` does: policy log-probs with grad, reference log-probs, loss, backward.
+Configurations (``mode + reference``) run on the same pre-built batches, interleaved round-robin after
+warm-up; every ratio compares to ``batched + live`` (one padded forward, adapters-off reference forward:
+the TRL-style step) measured in the same round. Reported:
+
+- step time (median, IQR), samples/s and its ratio to batched (median and IQR of per-round ratios);
+- peak memory: growth of peak RSS over one step (VmHWM reset by ``/proc/self/clear_refs``; tracemalloc
+  cannot see torch's allocations), after timing, with glibc's mmap/trim thresholds fixed so that freed
+  tensors leave RSS and it tracks live memory;
+- hardware-independent counts: LLM token positions per sample (policy + reference, padding included)
+  against the minimum ``sum over (image, prompt) groups of P + sum_j n_j``, vision-tower calls and
+  images, LM-head rows, FLOPs of the whole step (``FlopCounterMode``; masked SDPA counts dense) split
+  into LM head / vision / the rest (LLM layers and attention);
+- the ideal speedup of the §1 work model of docs/reference/performance.md (LoRA + checkpointing: a
+  policy token costs 3 token-forwards, a reference token 1), which ignores the LM head: it is the
+  projection to 7B, where the head is ~2% of the FLOPs instead of the proxy's ~50%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import math
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from mmpo.branches import Branch
+from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows, concat_rows
+from mmpo.engine.cache import Fingerprint, ReferenceCache
+from mmpo.engine.forward import branch_logps
+from mmpo.engine.reference import Reference
+from mmpo.engine.vision import ImageFeatures
+from mmpo.losses import LOSSES, DPOLoss, MDPOLoss, PreferenceLoss
+from mmpo.models.families import get_family
+from mmpo.models.loading import attach_lora
+
+BOS, EOS = 1, 2
+LOSS_FACTORIES: dict[str, Callable[[], PreferenceLoss]] = {"dpo": DPOLoss, "mdpo": MDPOLoss}
+BASELINE = ("batched", "live")
+CONFIGS: tuple[tuple[str, str], ...] = (
+    BASELINE,
+    ("naive", "live"),
+    ("shared_prefix", "live"),
+    ("batched", "precomputed"),
+    ("shared_prefix", "precomputed"),
+)
+TARGETS = {"dpo": 1.6, "mdpo": 1.4}
+MEMORY_TARGET, TOKEN_TOLERANCE = 0.6, 0.05
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    size = parser.add_argument_group("proxy model and rows")
+    size.add_argument("--hidden", type=int, default=512)
+    size.add_argument("--layers", type=int, default=2)
+    size.add_argument("--heads", type=int, default=8)
+    size.add_argument("--vocab", type=int, default=32064)
+    size.add_argument("--vision-hidden", type=int, default=256)
+    size.add_argument("--vision-layers", type=int, default=2)
+    size.add_argument("--image-size", type=int, default=336, help="336 / patch 14 = 576 image tokens")
+    size.add_argument("--prompt-text", type=int, default=70, help="text tokens around the image")
+    size.add_argument("--response", type=int, default=100, help="mean response length (eos included)")
+    size.add_argument("--jitter", type=int, default=10, help="response lengths are uniform in +-jitter")
+    size.add_argument("--batch-size", type=int, default=1)
+    size.add_argument("--lora-r", type=int, default=8)
+    size.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
+    run = parser.add_argument_group("measurement")
+    run.add_argument("--losses", default="dpo,mdpo")
+    run.add_argument("--warmup", type=int, default=2)
+    run.add_argument("--repeats", type=int, default=10)
+    run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--skip-memory", action="store_true")
+    run.add_argument("--skip-flops", action="store_true")
+    return parser.parse_args(argv)
+
+
+# ---- proxy model and synthetic rows ----------------------------------------------------------------
+def special_ids(args: argparse.Namespace) -> tuple[int, int]:
+    """(image placeholder, pad) at the top of the vocabulary."""
+    return args.vocab - 2, args.vocab - 1
+
+
+def build_policy(args: argparse.Namespace) -> torch.nn.Module:
+    """A LLaVA-1.5 layout with 7B proportions where they matter (see module docstring), LoRA attached."""
+    image_token, pad = special_ids(args)
+    vision = CLIPVisionConfig(
+        hidden_size=args.vision_hidden,
+        intermediate_size=4 * args.vision_hidden,
+        num_hidden_layers=args.vision_layers,
+        num_attention_heads=4,
+        image_size=args.image_size,
+        patch_size=14,
+        projection_dim=args.vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=int(2.6875 * args.hidden),
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=pad,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
+    config = LlavaConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        image_token_index=image_token,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=(args.image_size // 14) ** 2,
+        pad_token_id=pad,
+    )
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config)
+    if not args.no_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = OmegaConf.create(
+        {
+            "lora": {
+                "r": args.lora_r,
+                "alpha": 2 * args.lora_r,
+                "dropout": 0.0,
+                "target_modules": "all-llm-linear",
+            },
+            "freeze": {"projector": True},
+        }
+    )
+    policy = attach_lora(model, get_family("llava"), lora)
+    with torch.no_grad():  # a trained-looking adapter, so the policy differs from the reference
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.01)
+    return policy.train()
+
+
+def synthetic_batch(args: argparse.Namespace, branches: tuple[Branch, ...], seed: int = 0) -> PreferenceBatch:
+    """Rows ``[bos | text | 576 image tokens | text | response | eos]`` per branch; chosen and rejected
+    share prompt ids and pixels, a corrupted or negative image gets its own pixels."""
+    generator = torch.Generator().manual_seed(seed)
+    image_tokens = (args.image_size // 14) ** 2
+    image_token, pad = special_ids(args)
+
+    def words(n: int) -> torch.Tensor:
+        return torch.randint(3, image_token, (n,), generator=generator)
+
+    def pixels() -> torch.Tensor:
+        return torch.randn(1, 3, args.image_size, args.image_size, generator=generator)
+
+    per_branch: dict[Branch, list[Rows]] = {b: [] for b in branches}
+    for _ in range(args.batch_size):
+        before = 5
+        prompt = torch.cat(
+            [
+                torch.tensor([BOS]),
+                words(before),
+                torch.full((image_tokens,), image_token),
+                words(args.prompt_text - before),
+            ]
+        )
+        lengths = torch.randint(
+            args.response - args.jitter, args.response + args.jitter + 1, (2,), generator=generator
+        )
+        responses = {
+            "chosen": torch.cat([words(int(lengths[0]) - 1), torch.tensor([EOS])]),
+            "rejected": torch.cat([words(int(lengths[1]) - 1), torch.tensor([EOS])]),
+        }
+        images: dict[tuple[str, int], torch.Tensor] = {}
+        for branch in branches:
+            image = images.setdefault((branch.image, branch.k), pixels())
+            response = responses[branch.response]
+            ids = torch.cat([prompt, response])[None]
+            labels = torch.cat([torch.full_like(prompt, IGNORE_INDEX), response])[None]
+            per_branch[branch].append(
+                Rows(
+                    {
+                        "input_ids": ids,
+                        "attention_mask": torch.ones_like(ids),
+                        "labels": labels,
+                        "pixel_values": image,
+                    }
+                )
+            )
+    rows = {b: concat_rows(parts, pad) for b, parts in per_branch.items()}
+    return PreferenceBatch([f"synthetic-{i}" for i in range(args.batch_size)], rows, pad)
+
+
+def minimum_tokens(batch: PreferenceBatch) -> int:
+    """Prefix once per (image, prompt) group plus each response once: sum_groups (P + sum_j n_j)."""
+    total = 0
+    for record in range(len(batch)):
+        seen = set()
+        for branch, rows in batch.rows.items():
+            is_response = rows.labels[record] != IGNORE_INDEX
+            total += int(is_response.sum())
+            if (branch.image, branch.k, branch.context) not in seen:
+                seen.add((branch.image, branch.k, branch.context))
+                total += int(is_response.int().argmax())
+    return total
+
+
+# ---- one step --------------------------------------------------------------------------------------
+@dataclass
+class Step:
+    loss: PreferenceLoss
+    mode: str
+    reference: Reference
+
+    def __call__(self, policy: torch.nn.Module, batch: PreferenceBatch) -> None:
+        features = ImageFeatures.for_step(policy)
+        policy_logps, counts = branch_logps(policy, batch, self.mode, features)
+        reference_logps = self.reference.logps(policy, batch, features)
+        self.loss(policy_logps, reference_logps, counts).loss.backward()
+        policy.zero_grad(set_to_none=True)
+
+
+def make_step(
+    policy: torch.nn.Module,
+    loss: PreferenceLoss,
+    mode: str,
+    reference: str,
+    batch: PreferenceBatch,
+    cache_dir: str,
+) -> Step:
+    """``reference=precomputed`` reads a cache that the live adapters-off reference filled beforehand."""
+    if reference == "live":
+        return Step(loss, mode, Reference("adapter_off", policy, mode))
+    cached = Reference("precomputed", policy, mode)
+    cached.cache = ReferenceCache(
+        cache_dir, Fingerprint({"bench": (f"{loss.name}-{mode}", "synthetic rows")})
+    )
+    cached.cache.add(
+        "train", batch.ids, Reference("adapter_off", policy, mode).logps(policy, batch), batch.epoch
+    )
+    return Step(loss, mode, cached)
+
+
+# ---- hardware-independent counts -------------------------------------------------------------------
+@dataclass
+class Counts:
+    policy_tokens: int = 0
+    reference_tokens: int = 0
+    vision_calls: int = 0
+    vision_images: int = 0
+    head_rows: int = 0
+    """Rows through the LM head, forward passes (recomputes included) plus backward passes."""
+    flops: float = 0.0
+    head_flops: float = 0.0
+
+
+def count_step(policy: torch.nn.Module, step: Step, batch: PreferenceBatch, with_flops: bool) -> Counts:
+    """One instrumented step: decoder inputs (policy with grad, reference without), vision-tower calls,
+    LM-head rows, and the FLOPs of the whole step; the head's share is ``2 * hidden * vocab`` per row pass
+    (its weight is frozen, so backward costs one matmul per row, like forward)."""
+    counts = Counts()
+    head = policy.get_output_embeddings()
+
+    def on_decoder(module, args, kwargs):
+        embeds = kwargs["inputs_embeds"]
+        if torch.is_grad_enabled():
+            counts.policy_tokens += embeds.shape[0] * embeds.shape[1]
+        else:
+            counts.reference_tokens += embeds.shape[0] * embeds.shape[1]
+
+    def on_tower(module, args):
+        counts.vision_calls += 1
+        counts.vision_images += args[0].shape[0]
+
+    def on_head(module, args):
+        counts.head_rows += args[0].numel() // args[0].shape[-1]
+
+    def on_head_backward(module, grad_output):
+        counts.head_rows += grad_output[0].numel() // grad_output[0].shape[-1]
+
+    hooks = [
+        policy.get_decoder().register_forward_pre_hook(on_decoder, with_kwargs=True),
+        policy.get_base_model().model.vision_tower.register_forward_pre_hook(on_tower),
+        head.register_forward_pre_hook(on_head),
+        head.register_full_backward_pre_hook(on_head_backward),
+    ]
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter if with_flops else contextlib.nullcontext():
+            step(policy, batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    counts.flops = counter.get_total_flops() if with_flops else math.nan
+    counts.head_flops = 2 * head.in_features * head.out_features * counts.head_rows
+    return counts
+
+
+# ---- memory ----------------------------------------------------------------------------------------
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def return_freed_memory_to_the_os() -> None:
+    """glibc keeps freed heap memory for reuse, so RSS would not fall after a step and the next step's
+    peak would hide in it. With fixed 128 KiB mmap and trim thresholds every tensor above 128 KiB is
+    mapped and unmapped on its own, and RSS tracks live memory (set after timing: it slows allocation)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1))
+
+
+def peak_step_mib(policy: torch.nn.Module, step: Step, batch: PreferenceBatch) -> float:
+    """Growth of peak RSS over one step: VmHWM reset to the current RSS through ``/proc/self/clear_refs``."""
+    gc.collect()
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    step(policy, batch)
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+def time_configs(
+    policy, steps: dict[tuple[str, str], Step], batch, warmup: int, repeats: int
+) -> dict[tuple[str, str], list[float]]:
+    """Round-robin over the configurations (start rotated each round), ``warmup`` rounds discarded."""
+    names = list(steps)
+    times: dict[tuple[str, str], list[float]] = {n: [] for n in names}
+    for round_ in range(warmup + repeats):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            steps[name](policy, batch)
+            elapsed = time.perf_counter() - start
+            if round_ >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def label(config: tuple[str, str]) -> str:
+    return f"{config[0]} + {config[1]} ref"
+
+
+@dataclass
+class LossBench:
+    """Everything measured for one loss: the batch, one step per configuration, and the measurements."""
+
+    name: str
+    batch: PreferenceBatch
+    steps: dict[tuple[str, str], Step]
+    times: dict[tuple[str, str], list[float]] | None = None
+    counts: dict[tuple[str, str], Counts] | None = None
+    peaks: dict[tuple[str, str], float] | None = None
+
+    def results(self) -> list[dict]:
+        out = []
+        for config in CONFIGS:
+            q1, median, q3 = quartiles(self.times[config])
+            r1, ratio, r3 = quartiles(
+                [b / t for b, t in zip(self.times[BASELINE], self.times[config], strict=True)]
+            )
+            c = self.counts[config]
+            n = len(self.batch)
+            out.append(
+                {
+                    "loss": self.name,
+                    "config": config,
+                    "median_s": median,
+                    "iqr_s": (q1, q3),
+                    "samples_per_s": n / median,
+                    "ratio": ratio,
+                    "ratio_iqr": (r1, r3),
+                    "policy_tokens": c.policy_tokens / n,
+                    "reference_tokens": c.reference_tokens / n,
+                    "minimum_tokens": minimum_tokens(self.batch) / n,
+                    "vision": (c.vision_calls, c.vision_images),
+                    "head_rows": c.head_rows,
+                    "flops": c.flops,
+                    "head_flops": c.head_flops,
+                    "peak_mib": None if self.peaks is None else self.peaks[config],
+                }
+            )
+        return out
+
+
+def run_benchmark(args: argparse.Namespace, policy: torch.nn.Module, cache_dir: str) -> list[dict]:
+    """Timing of every loss first (default allocator), then the counts, then memory (which changes the
+    allocator's thresholds for the rest of the process, see :func:`return_freed_memory_to_the_os`)."""
+    benches = []
+    for name in args.losses.split(","):
+        loss = LOSS_FACTORIES[name]()
+        batch = synthetic_batch(args, loss.branches)
+        steps = {
+            c: make_step(policy, loss, *c, batch, os.path.join(cache_dir, f"{name}_{c[0]}_{c[1]}"))
+            for c in CONFIGS
+        }
+        started = time.perf_counter()
+        bench = LossBench(
+            name, batch, steps, times=time_configs(policy, steps, batch, args.warmup, args.repeats)
+        )
+        print(f"[{name}: timed in {time.perf_counter() - started:.0f} s]", flush=True)
+        benches.append(bench)
+    for bench in benches:
+        bench.counts = {
+            c: count_step(policy, bench.steps[c], bench.batch, not args.skip_flops) for c in CONFIGS
+        }
+    if not args.skip_memory:
+        return_freed_memory_to_the_os()
+        for bench in benches:
+            bench.peaks = {c: peak_step_mib(policy, bench.steps[c], bench.batch) for c in CONFIGS}
+    return [r for bench in benches for r in bench.results()]
+
+
+def ideal_ratio(result: dict, baseline: dict) -> float:
+    """§1 work model: policy token = 3 token-forwards (LoRA + checkpointing), reference token = 1."""
+
+    def work(r: dict) -> float:
+        return 3 * r["policy_tokens"] + r["reference_tokens"]
+
+    return work(baseline) / work(result)
+
+
+def report(args, results: list[dict]) -> None:
+    print("\n## Time and memory (same run, same batches; ratios against batched + live ref)\n")
+    print("| loss | config | step s (IQR) | samples/s | x batched (IQR) | peak MiB | x batched mem |")
+    print("|---|---|---|---|---|---|---|")
+    by_loss: dict[str, dict] = {}
+    for r in results:
+        base = by_loss.setdefault(r["loss"], r)  # the baseline comes first
+        memory = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        mem_ratio = "n/a" if r["peak_mib"] is None else f"{r['peak_mib'] / base['peak_mib']:.2f}"
+        print(
+            f"| {r['loss']} | {label(r['config'])} | {r['median_s']:.2f} ({r['iqr_s'][0]:.2f}-{r['iqr_s'][1]:.2f}) "
+            f"| {r['samples_per_s']:.3f} | {r['ratio']:.2f} ({r['ratio_iqr'][0]:.2f}-{r['ratio_iqr'][1]:.2f}) "
+            f"| {memory} | {mem_ratio} |"
+        )
+    print("\n## Hardware-independent counts per step (tokens per sample; FLOPs fwd+bwd of the whole step)\n")
+    print(
+        "| loss | config | LLM tok/sample policy + ref | min | policy/min | vision calls (images) "
+        "| head rows | GFLOP step (of which head) | ideal x (7B work model) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        base = by_loss[r["loss"]]
+        flop_text = f"{r['flops'] / 1e9:.0f} ({r['head_flops'] / 1e9:.0f})"
+        print(
+            f"| {r['loss']} | {label(r['config'])} | {r['policy_tokens']:.0f} + {r['reference_tokens']:.0f} "
+            f"| {r['minimum_tokens']:.0f} | {r['policy_tokens'] / r['minimum_tokens']:.3f} "
+            f"| {r['vision'][0]} ({r['vision'][1]}) | {r['head_rows']} | {flop_text} "
+            f"| {ideal_ratio(r, base):.2f} |"
+        )
+    print(
+        "\npeak MiB: growth of peak RSS over one step (VmHWM reset by /proc/self/clear_refs), measured after "
+        "timing with glibc mmap/trim thresholds fixed at 128 KiB so freed tensors leave RSS"
+    )
+    print("\n## Targets (shared_prefix + precomputed ref against batched + live ref)\n")
+    for loss_name, base in by_loss.items():
+        best = next(
+            r for r in results if r["loss"] == loss_name and r["config"] == ("shared_prefix", "precomputed")
+        )
+        lines = [
+            f"samples/s x{best['ratio']:.2f} (target >= {TARGETS[loss_name]})"
+            f" {'met' if best['ratio'] >= TARGETS[loss_name] else 'MISSED'}"
+        ]
+        if best["peak_mib"] is not None:
+            ratio = best["peak_mib"] / base["peak_mib"]
+            lines.append(
+                f"peak memory x{ratio:.2f} (target <= {MEMORY_TARGET}) "
+                f"{'met' if ratio <= MEMORY_TARGET else 'MISSED'}"
+            )
+        excess = best["policy_tokens"] / best["minimum_tokens"] - 1
+        lines.append(
+            f"tokens/sample {excess:+.1%} vs minimum (target within {TOKEN_TOLERANCE:.0%}) "
+            f"{'met' if abs(excess) <= TOKEN_TOLERANCE else 'MISSED'}"
+        )
+        print(f"- {loss_name}: " + "; ".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
+        f"({platform.machine()}), load average {os.getloadavg()[0]:.1f} at start"
+        f", fp32; proxy: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, "
+        f"{(args.image_size // 14) ** 2} image tokens, prompt text {args.prompt_text}, responses "
+        f"{args.response}+-{args.jitter}, batch {args.batch_size}, LoRA r={args.lora_r}, gradient checkpointing "
+        f"{'off' if args.no_checkpointing else 'on'}; {args.warmup} warm-up + {args.repeats} interleaved rounds"
+    )
+    unknown = [name for name in args.losses.split(",") if name not in LOSS_FACTORIES]
+    if unknown:
+        raise SystemExit(f"--losses: {unknown} not benchmarked; allowed: {sorted(LOSS_FACTORIES)}")
+    policy = build_policy(args)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        results = run_benchmark(args, policy, cache_dir)
+    misp = sorted(name for name in LOSSES if "misp" in name)
+    print(
+        f"[misp K=3: skipped - {'no multi-negative loss in mmpo.losses.LOSSES yet' if not misp else misp} "
+        "(add it to LOSS_FACTORIES; synthetic_batch already builds negative[k] rows)]"
+    )
+    report(args, results)
+
+
+if __name__ == "__main__":
+    main()

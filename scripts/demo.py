@@ -1,0 +1,166 @@
+"""The shapes demo: SFT a tiny VLM, then DPO, DPO without image and mDPO over seeds, benchmark, tabulate.
+
+    python scripts/demo.py [--out outputs/demo/<time>] [--seeds 0 1 2] [--jobs 2]
+
+Every stage is a plain ``train.py`` / ``evaluate.py`` / ``results_table.py`` command (printed before it
+runs, its output in ``<out>/logs/``), so any row of the table can be reproduced by hand:
+
+1. SFT from scratch on the shapes world: ``train.py experiment=sft_shapes``;
+2. from the SFT model (``model.init_from=<out>/sft``; LoRA, so ``reference=adapter_off`` makes the SFT
+   model the reference), one run per method and seed with ``experiment=demo_pref``: ``dpo``;
+   ``dpo_noimage`` (``data.image=none``); ``mdpo`` (``loss=mdpo negative_sampler=crop``);
+3. ``evaluate.py benchmark=[shapes_pope,shapes_chair]`` on the untrained base, the SFT model and every
+   preference run (held-out test scenes);
+4. ``scripts/results_table.py``: ``<out>/results/results.{md,csv,png}``.
+
+Everything lives under ``--out`` (the shapes world too, in ``<out>/data``). Jobs run ``--jobs`` at a
+time with one torch thread each: the tiny models are faster single-threaded, and two such jobs fill
+two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS: dict[str, list[str]] = {
+    "dpo": [],
+    "dpo_noimage": ["data.image=none"],
+    "mdpo": ["loss=mdpo", "negative_sampler=crop"],
+}
+BENCHMARKS = "benchmark=[shapes_pope,shapes_chair]"
+COLUMNS = [
+    "shapes_pope/avg/accuracy",
+    "shapes_pope/adversarial/accuracy",
+    "shapes_pope/avg/f1",
+    "shapes_pope/avg/yes_ratio",
+    "shapes_chair/CHAIRs",
+    "shapes_chair/CHAIRi",
+    "shapes_chair/recall",
+]
+
+
+Job = tuple[str, list[str]]  # (log name, command)
+
+
+def job(name: str, script: str, *arguments: str) -> Job:
+    return name, [sys.executable, str(ROOT / script), *arguments]
+
+
+def run_jobs(jobs: Sequence[Job], workers: int, logs: Path) -> None:
+    """Run ``jobs`` ``workers`` at a time (one torch thread each); a failed job raises with its log."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+    def one(name: str, command: list[str]) -> None:
+        print("  $", " ".join(command[1:]), flush=True)
+        with open(logs / f"{name}.log", "w") as log:
+            done = subprocess.run(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode:
+            raise RuntimeError(f"{name} failed (exit {done.returncode}); see {logs / f'{name}.log'}")
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(one, name, command) for name, command in jobs]:
+            future.result()
+
+
+def preference_jobs(out: Path, seeds: Sequence[int], data: str) -> dict[Path, Job]:
+    """One training job per (method, seed), keyed by its run directory ``<out>/<method>/<seed>``."""
+    jobs = {}
+    for method, overrides in METHODS.items():
+        for seed in seeds:
+            directory = out / method / str(seed)
+            jobs[directory] = job(
+                f"{method}_{seed}",
+                "train.py",
+                "experiment=demo_pref",
+                *overrides,
+                f"seed={seed}",
+                f"model.init_from={out / 'sft'}",
+                data,
+                f"hydra.run.dir={directory}",
+            )
+    return jobs
+
+
+def benchmark_jobs(out: Path, runs: Sequence[Path], lanes: int, data: str, logs: Path) -> list[Job]:
+    """The untrained base (``run=null``) and the runs, split over ``lanes`` multirun processes."""
+    jobs = [
+        job(
+            "eval_base",
+            "evaluate.py",
+            "run=null",
+            "model=tiny_llava_shapes",
+            BENCHMARKS,
+            data,
+            f"hydra.run.dir={out / 'base'}",
+        )
+    ]
+    for lane in range(lanes):
+        if runs[lane::lanes]:
+            jobs.append(
+                job(
+                    f"eval_{lane}",
+                    "evaluate.py",
+                    "--multirun",
+                    "run=" + ",".join(map(str, runs[lane::lanes])),
+                    BENCHMARKS,
+                    data,
+                    f"hydra.sweep.dir={logs / f'eval_{lane}'}",
+                )
+            )
+    return jobs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo" / stamp)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (one per core)")
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    data = f"paths.data_dir={out / 'data'}"
+    start = time.time()
+
+    sft = job("sft", "train.py", "experiment=sft_shapes", data, f"hydra.run.dir={out / 'sft'}")
+    preference = preference_jobs(out, args.seeds, data)
+    table = job(
+        "results_table",
+        "scripts/results_table.py",
+        str(out / "base"),
+        str(out / "sft"),
+        *(str(out / method) for method in METHODS),
+        "--out",
+        str(out / "results"),
+        "--metrics",
+        *COLUMNS,
+        "--ignore",
+        "model",
+    )
+    stages = [
+        ("SFT", [sft], 1),
+        ("preference runs", list(preference.values()), args.jobs),
+        ("benchmarks", benchmark_jobs(out, [out / "sft", *preference], args.jobs, data, logs), args.jobs),
+        ("results table", [table], 1),
+    ]
+    for title, jobs, workers in stages:
+        began = time.time()
+        print(f"== {title} ({len(jobs)} jobs)", flush=True)
+        run_jobs(jobs, workers, logs)
+        print(f"   {time.time() - began:.0f}s", flush=True)
+    print((out / "results" / "results.md").read_text(), end="")
+    print(f"demo: {time.time() - start:.0f}s in total; results in {out / 'results'}")
+
+
+if __name__ == "__main__":
+    main()

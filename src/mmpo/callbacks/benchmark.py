@@ -1,0 +1,64 @@
+"""Benchmark the policy while it trains: generate, score and log every ``every_n_steps`` optimizer steps.
+
+Generation is :func:`mmpo.generation.generate` (the code ``evaluate.py`` runs), with the benchmark's
+pinned decoding and the processor and family of the training data module. The metrics go to every
+logger as ``bench/<name>/<metric>`` at the current global step, and into the trainer's callback
+metrics, so a sweep can optimise one (``optimized_metric=bench/shapes_pope/avg/accuracy``). Only the
+global-zero process generates (all processes hold the same weights), so other ranks wait for it.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from mmpo.benchmarks.base import Benchmark, EvalItem
+from mmpo.generation import generate
+
+
+class BenchmarkCallback(L.Callback):
+    """Run ``benchmark`` on the training policy every ``every_n_steps`` steps (module docstring)."""
+
+    def __init__(
+        self, benchmark: Benchmark, every_n_steps: int = 50, batch_size: int = 16, name: str | None = None
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(
+                f"BenchmarkCallback: every_n_steps must be a positive integer, got {every_n_steps}"
+            )
+        self.benchmark = benchmark
+        self.every_n_steps = every_n_steps
+        self.batch_size = batch_size
+        self.name = name or benchmark.name
+        self.items: list[EvalItem] = []
+        self.last_step = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.items = self.benchmark.items()  # missing data fails before the first step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps or step == self.last_step:
+            return
+        self.last_step = step
+        if trainer.is_global_zero:
+            self.log_metrics(trainer, self.evaluate(trainer, pl_module))
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        datamodule = trainer.datamodule
+        outputs = generate(
+            pl_module.policy,
+            datamodule.processor,
+            datamodule.family,
+            self.items,
+            self.benchmark.generation,
+            self.batch_size,
+            progress=False,
+        )
+        metrics, _ = self.benchmark.score(self.items, outputs)
+        return {f"bench/{self.name}/{key}": float(value) for key, value in metrics.items()}
+
+    def log_metrics(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})

@@ -1,0 +1,153 @@
+"""Hydra entry point: load a trained run (or a base model), generate for benchmarks, score, write results.
+
+    python evaluate.py run=outputs/dpo_tiny_llava/<time>                  # shapes_pope (the default)
+    python evaluate.py run=<run dir> benchmark=[shapes_pope,shapes_chair]
+    python evaluate.py run=<run dir>/adapter benchmark=pope benchmarks.pope.limit=100
+    python evaluate.py run=null model=tiny_llava benchmark=shapes_chair     # an untrained base model
+
+Choosing benchmarks: ``benchmark`` is a config group from which one or several configs are selected
+(``benchmark=pope`` or ``benchmark=[pope,object_halbench]``). Every file in ``conf/benchmark/`` places
+itself at ``benchmarks.<its name>`` (header ``# @package benchmarks.<name>``), so each selected
+benchmark keeps its own options: ``benchmarks.pope.limit=50``, ``benchmarks.pope.generation.num_beams=3``.
+
+The model: with ``run=<dir>`` the run's ``config.yaml`` rebuilds the base and its ``adapter/`` or
+``model/`` weights are loaded (:mod:`mmpo.checkpoint`; ``merge_adapter=true`` folds LoRA in); with
+``run=null`` the ``model`` group is evaluated as configured. Every benchmark's data is read before the
+model loads, so missing files fail in seconds.
+
+Results: ``<run>/benchmarks/<name>.json`` (with ``run=null``: the Hydra run directory, which also gets
+``config.yaml``), holding ``benchmark``, ``metrics``, ``config`` (the benchmark's resolved config),
+``model`` (run, weights, merged, ``fingerprint``), ``decoding``, ``num_items``, ``seconds`` and
+``records`` (one per item, with the generated ``output`` and what the scorer read from it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import mmpo.config  # noqa: F401  (registers the structured configs the model group uses)
+from mmpo.benchmarks.base import Benchmark, BenchmarkDataMissing, EvalItem
+from mmpo.checkpoint import RunNotFound, TrainedRun, find_run, fingerprint, load_run, load_untrained
+from mmpo.config import ConfigError
+from mmpo.generation import decoding_settings, generate
+
+log = logging.getLogger("mmpo")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def load_benchmarks(cfg: DictConfig) -> dict[str, tuple[Benchmark, list[EvalItem]]]:
+    """Each selected benchmark with its items; missing data is reported with the key to set."""
+    selected = cfg.get("benchmarks") or {}
+    if not selected:
+        raise ConfigError(
+            "no benchmark selected; choose from conf/benchmark/, e.g. benchmark=shapes_pope "
+            "or benchmark=[shapes_pope,shapes_chair]"
+        )
+    loaded = {}
+    for name, node in selected.items():
+        benchmark = instantiate(node)
+        try:
+            loaded[name] = (benchmark, benchmark.items())
+        except BenchmarkDataMissing as error:
+            error.args = (f"{error}\nIn evaluate.py this key is `benchmarks.{name}.path`.",)
+            raise
+    return loaded
+
+
+def device_for(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def result_document(
+    name: str,
+    benchmark: Benchmark,
+    node: DictConfig,
+    metrics: dict[str, float],
+    records: list[dict[str, Any]],
+    model_info: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "benchmark": name,
+        "metrics": metrics,
+        "config": OmegaConf.to_container(node, resolve=True),
+        "model": model_info,
+        "decoding": decoding_settings(benchmark.generation),
+        "num_items": len(records),
+        "seconds": round(seconds, 3),
+        "records": records,
+    }
+
+
+def results_dir(cfg: DictConfig, trained: TrainedRun | None) -> Path:
+    """``<run>/benchmarks``; without a run, ``<Hydra run dir>/benchmarks`` beside the eval config."""
+    if trained is not None:
+        return trained.directory / "benchmarks"
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    return out / "benchmarks"
+
+
+def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Evaluate and write one JSON per benchmark; returns ``{benchmark: metrics}``."""
+    trained: TrainedRun | None = find_run(cfg.run) if cfg.run else None
+    benchmarks = load_benchmarks(cfg)
+    if trained is None:
+        model, processor, family = load_untrained(cfg.model)
+    else:
+        model, processor, family = load_run(trained, merge=cfg.merge_adapter)
+    model.to(device_for(cfg.device))
+    model_cfg = trained.model_config if trained else cfg.model
+    out = results_dir(cfg, trained)
+    model_info = {
+        "run": str(trained.directory) if trained else None,
+        "weights": trained.weights if trained else "base",
+        "merged": bool(cfg.merge_adapter and trained and trained.weights == "adapter"),
+        "fingerprint": fingerprint(model_cfg, trained),
+    }
+    results = {}
+    for name, (benchmark, items) in benchmarks.items():
+        torch.manual_seed(cfg.seed)
+        start = time.time()
+        outputs = generate(
+            model,
+            processor,
+            family,
+            items,
+            benchmark.generation,
+            cfg.batch_size,
+            progress=cfg.progress,
+            description=name,
+        )
+        metrics, records = benchmark.score(items, outputs)
+        document = result_document(
+            name, benchmark, cfg.benchmarks[name], metrics, records, model_info, time.time() - start
+        )
+        path = out / f"{name}.json"
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=1))
+        log.info("%s: %s -> %s", name, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), path)
+        results[name] = metrics
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except (ConfigError, RunNotFound, BenchmarkDataMissing) as error:
+        print(f"mmpo: {error}", file=sys.stderr)
+        sys.exit(2)
