@@ -14,9 +14,9 @@ warm-up; every ratio compares to ``batched + live`` (one padded forward, adapter
 the TRL-style step) measured in the same round. Reported:
 
 - step time (median, IQR), samples/s and its ratio to batched (median and IQR of per-round ratios);
-- peak memory: growth of peak RSS over one step (VmHWM reset by ``/proc/self/clear_refs``; tracemalloc
-  cannot see torch's allocations), after timing, with glibc's mmap/trim thresholds fixed so that freed
-  tensors leave RSS and it tracks live memory;
+- peak memory: growth of peak RSS over one step after a warm-up step (VmHWM reset by
+  ``/proc/self/clear_refs``; tracemalloc cannot see torch's allocations), each configuration in a child
+  process started with glibc's mmap/trim thresholds fixed, so freed tensors leave RSS at once;
 - hardware-independent counts: LLM token positions per sample (policy + reference, padding included)
   against the minimum ``sum over (image, prompt) groups of P + sum_j n_j``, vision-tower calls and
   images, LM-head rows, FLOPs of the whole step (``FlopCounterMode``; masked SDPA counts dense) split
@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import math
 import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -96,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--threads", type=int, default=2)
     run.add_argument("--skip-memory", action="store_true")
     run.add_argument("--skip-flops", action="store_true")
+    run.add_argument("--memory-child", nargs=3, metavar=("LOSS", "MODE", "REFERENCE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -318,18 +320,10 @@ def count_step(policy: torch.nn.Module, step: Step, batch: PreferenceBatch, with
     return counts
 
 
-# ---- memory ----------------------------------------------------------------------------------------
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-
-def return_freed_memory_to_the_os() -> None:
-    """glibc keeps freed heap memory for reuse, so RSS would not fall after a step and the next step's
-    peak would hide in it. With fixed 128 KiB mmap and trim thresholds every tensor above 128 KiB is
-    mapped and unmapped on its own, and RSS tracks live memory (set after timing: it slows allocation)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
-    libc.malloc_trim(0)
+# ---- memory (one child process per configuration) -------------------------------------------------
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+"""Fixed glibc thresholds: every allocation above 128 KiB is mapped and unmapped on its own, so freed
+tensors leave RSS at once (by default glibc keeps them for reuse and a later step's peak hides in them)."""
 
 
 def _status_kib(key: str) -> int:
@@ -345,6 +339,27 @@ def peak_step_mib(policy: torch.nn.Module, step: Step, batch: PreferenceBatch) -
         f.write("5")
     step(policy, batch)
     return (_status_kib("VmHWM") - before) / 1024
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """``--memory-child LOSS MODE REFERENCE``: one warm-up step, then print the measured step's peak."""
+    name, mode, reference = args.memory_child
+    torch.set_num_threads(args.threads)
+    policy = build_policy(args)
+    loss = LOSS_FACTORIES[name]()
+    batch = synthetic_batch(args, loss.branches)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        step = make_step(policy, loss, mode, reference, batch, cache_dir)
+        step(policy, batch)
+        print(f"peak_mib={peak_step_mib(policy, step, batch)}")
+
+
+def measure_memory(argv: list[str], name: str, config: tuple[str, str]) -> float:
+    command = [sys.executable, __file__, *argv, "--memory-child", name, *config]
+    out = subprocess.run(
+        command, env={**os.environ, **MALLOC_ENV}, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1].removeprefix("peak_mib="))
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -418,9 +433,10 @@ class LossBench:
         return out
 
 
-def run_benchmark(args: argparse.Namespace, policy: torch.nn.Module, cache_dir: str) -> list[dict]:
-    """Timing of every loss first (default allocator), then the counts, then memory (which changes the
-    allocator's thresholds for the rest of the process, see :func:`return_freed_memory_to_the_os`)."""
+def run_benchmark(
+    args: argparse.Namespace, argv: list[str], policy: torch.nn.Module, cache_dir: str
+) -> list[dict]:
+    """Timing of every loss, then the counts, then memory in child processes (none runs during timing)."""
     benches = []
     for name in args.losses.split(","):
         loss = LOSS_FACTORIES[name]()
@@ -440,9 +456,8 @@ def run_benchmark(args: argparse.Namespace, policy: torch.nn.Module, cache_dir: 
             c: count_step(policy, bench.steps[c], bench.batch, not args.skip_flops) for c in CONFIGS
         }
     if not args.skip_memory:
-        return_freed_memory_to_the_os()
         for bench in benches:
-            bench.peaks = {c: peak_step_mib(policy, bench.steps[c], bench.batch) for c in CONFIGS}
+            bench.peaks = {c: measure_memory(argv, bench.name, c) for c in CONFIGS}
     return [r for bench in benches for r in bench.results()]
 
 
@@ -485,8 +500,8 @@ def report(args, results: list[dict]) -> None:
             f"| {ideal_ratio(r, base):.2f} |"
         )
     print(
-        "\npeak MiB: growth of peak RSS over one step (VmHWM reset by /proc/self/clear_refs), measured after "
-        "timing with glibc mmap/trim thresholds fixed at 128 KiB so freed tensors leave RSS"
+        "\npeak MiB: growth of peak RSS over one step (VmHWM reset by /proc/self/clear_refs) after a warm-up "
+        "step, one child process per row, glibc mmap/trim thresholds fixed at 128 KiB (freed tensors leave RSS)"
     )
     print("\n## Targets (shared_prefix + precomputed ref against batched + live ref)\n")
     for loss_name, base in by_loss.items():
@@ -512,7 +527,11 @@ def report(args, results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.memory_child:
+        memory_child(args)
+        return
     torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores "
@@ -527,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--losses: {unknown} not benchmarked; allowed: {sorted(LOSS_FACTORIES)}")
     policy = build_policy(args)
     with tempfile.TemporaryDirectory() as cache_dir:
-        results = run_benchmark(args, policy, cache_dir)
+        results = run_benchmark(args, argv, policy, cache_dir)
     misp = sorted(name for name in LOSSES if "misp" in name)
     print(
         f"[misp K=3: skipped - {'no multi-negative loss in mmpo.losses.LOSSES yet' if not misp else misp} "

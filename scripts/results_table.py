@@ -4,9 +4,10 @@
         --metrics 'shapes_pope/avg/accuracy' 'shapes_chair/CHAIR*' --out outputs/results
 
 Each argument is a run directory, a directory above runs (a multirun sweep) or a glob of either; a run
-is any directory with ``benchmarks/*.json`` written by ``evaluate.py``. Columns are
-``<benchmark>/<metric>`` names matching the ``--metrics`` patterns (fnmatch; default all), in the
-order of the patterns.
+is any directory with ``benchmarks/*.json`` written by ``evaluate.py`` or a training ``metrics.csv``.
+Columns are ``<benchmark>/<metric>`` names, plus the run's final validation metrics as ``val/<metric>``
+(the last logged value of each ``val/`` column of ``metrics.csv``), matching the ``--metrics``
+patterns (fnmatch; default all), in the order of the patterns.
 
 Rows are methods. A run's method is the loss name in its ``config.yaml`` (``base`` when there is
 none, e.g. an untrained model evaluated with ``run=null``) followed by its command-line overrides
@@ -103,8 +104,9 @@ def find_runs(arguments: Iterable[str]) -> list[Path]:
         for match in map(Path, matches):
             if not match.is_dir():
                 raise FileNotFoundError(f"{match} is not a directory")
-            found = sorted({path.parent.parent for path in match.rglob("benchmarks/*.json")})
-            runs.update(dict.fromkeys(found))
+            found = {path.parent.parent for path in match.rglob("benchmarks/*.json")}
+            found |= {path.parent for path in match.rglob("metrics.csv")}
+            runs.update(dict.fromkeys(sorted(found)))
     return list(runs)
 
 
@@ -122,8 +124,17 @@ def method_label(run: Path, ignore: Sequence[str]) -> str:
     return " ".join([name, *sorted(kept)])
 
 
+def final_validation_metrics(run: Path) -> dict[str, float]:
+    """The last logged value of every ``val/`` column of the run's ``metrics.csv``."""
+    if not (run / "metrics.csv").is_file():
+        return {}
+    with open(run / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: float(row[key]) for row in rows for key in row if key.startswith("val/") and row[key]}
+
+
 def read_run(run: Path, ignore: Sequence[str]) -> RunResult:
-    metrics = {}
+    metrics = final_validation_metrics(run)
     for path in sorted((run / "benchmarks").glob("*.json")):
         document = json.loads(path.read_text())
         for key, value in document["metrics"].items():
@@ -235,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> Table:
 
     runs = find_runs(args.paths)
     if not runs:
-        raise SystemExit(f"no benchmarks/*.json under {args.paths}; run evaluate.py on the runs first")
+        raise SystemExit(f"no benchmarks/*.json or metrics.csv under {args.paths}; train or evaluate first")
     results = [read_run(run, [*IGNORED_OVERRIDES, *args.ignore]) for run in runs]
     table = aggregate(results, args.metrics)
     args.out.mkdir(parents=True, exist_ok=True)

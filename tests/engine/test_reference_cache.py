@@ -4,6 +4,7 @@ cache can hold."""
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -151,16 +152,13 @@ def test_config_refuses_what_no_cache_or_layout_can_hold(compose):
         check_config(compose(["reference=precomputed", "reference.on_missing=later"]))
 
 
-def test_training_with_a_precomputed_reference_starts_at_log_2(compose):
-    """End to end: shared_prefix policy + precomputed reference; at step 0 policy == reference."""
+def test_training_with_a_precomputed_reference_starts_at_log_2(compose, tmp_path):
+    """End to end: shared_prefix policy + precomputed reference; at step 0 policy == reference, so the
+    DPO loss is log 2. The cache goes under the run's own data directory."""
     cfg = compose(["engine.mode=shared_prefix", "reference=precomputed", "trainer.max_steps=1"])
+    cfg.data.path = str(tmp_path / "shapes")  # generated there, so the session's shared data stays untouched
     run(cfg)
-    rows = (Path(cfg.paths.output_dir) / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    first = next(
-        dict(zip(header, r.split(","), strict=True))
-        for r in rows[1:]
-        if r.split(",")[header.index("train/loss_step")]
-    )
-    assert math.isclose(float(first["train/loss_step"]), math.log(2), abs_tol=1e-5)
-    assert any((Path(cfg.data.path) / "reference_cache").glob("*.pt"))
+    with open(Path(cfg.paths.output_dir) / "metrics.csv") as f:
+        losses = [float(row["train/loss_step"]) for row in csv.DictReader(f) if row.get("train/loss_step")]
+    assert math.isclose(losses[0], math.log(2), abs_tol=1e-5)
+    assert len(list((tmp_path / "shapes" / "reference_cache").glob("*.pt"))) == 1
