@@ -98,7 +98,7 @@ def test_table_groups_seeds_into_methods_with_mean_and_sample_std(results_table,
 
 def test_no_results_and_unknown_metrics_are_reported(results_table, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="evaluate.py"):
+    with pytest.raises(SystemExit, match="train or evaluate first"):
         results_table.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     fake_run(tmp_path / "r", "dpo", [], {"shapes_pope": {"avg/accuracy": 0.5}})
     with pytest.raises(ValueError, match="available"):
@@ -113,3 +113,16 @@ def test_runs_logged_to_wandb_get_the_table_there(results_table, tmp_path, monke
     tables = list((tmp_path / "o" / "wandb").glob("offline-run-*/files/media/table/results_*.table.json"))
     assert len(tables) == 1
     assert json.loads(tables[0].read_text())["data"] == [["dpo", 1, 0.5, 0.0]]
+
+
+def test_final_validation_metrics_of_training_runs_become_columns(results_table, tmp_path):
+    for seed, (first, last) in enumerate([(0.5, 0.6), (0.5, 0.8)]):
+        run = fake_run(tmp_path / "sweep" / str(seed), "mdpo", [f"seed={seed}", "loss.w_copo=0"], {})
+        (run / "metrics.csv").write_text(
+            "epoch,step,train/loss_step,val/rewards/accuracies\n"
+            f"0,1,0.7,\n0,1,,{first}\n1,3,0.6,\n1,3,,{last}\n"
+        )
+    table = results_table.main([str(tmp_path / "sweep"), "--metrics", "val/*", "--out", str(tmp_path / "o")])
+    cell = table.rows["mdpo loss.w_copo=0"]["val/rewards/accuracies"]
+    assert cell.mean == pytest.approx(0.7) and cell.std == pytest.approx(0.1414213, rel=1e-5)
+    assert "train/loss_step" not in table.columns
