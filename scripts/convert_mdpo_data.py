@@ -32,14 +32,16 @@ def convert(rows: list[dict], image_root: Path) -> list[dict]:
         missing = [k for k in ("img_path", "prompt", "chosen", "rejected") if not row.get(k)]
         if missing:
             raise ValueError(f"row {index}: missing fields {missing}")
-        records.append({
-            "id": f"mdpo-{index:05d}",
-            "images": [str((image_root / row["img_path"]).resolve())],
-            "prompt": question_of(row["prompt"]),
-            "chosen": row["chosen"].strip(),
-            "rejected": row["rejected"].strip(),
-            "meta": {"source": "mDPO", "img_path": row["img_path"]},
-        })
+        records.append(
+            {
+                "id": f"mdpo-{index:05d}",
+                "images": [str((image_root / row["img_path"]).resolve())],
+                "prompt": question_of(row["prompt"]),
+                "chosen": row["chosen"].strip(),
+                "rejected": row["rejected"].strip(),
+                "meta": {"source": "mDPO", "img_path": row["img_path"]},
+            }
+        )
     return records
 
 
@@ -54,7 +56,7 @@ def main() -> None:
     records = convert(json.loads(args.input.read_text()), args.image_root)
     random.Random(args.seed).shuffle(records)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("val", records[: args.val_size]), ("train", records[args.val_size:])):
+    for name, part in (("val", records[: args.val_size]), ("train", records[args.val_size :])):
         with open(args.out / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in part)
         print(f"{args.out / name}.jsonl: {len(part)} records")

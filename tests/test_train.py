@@ -233,8 +233,8 @@ def test_no_image_ablation_trains_without_images_and_validates_with_them(compose
     from mmpo.branches import CHOSEN
     from mmpo.data.datamodule import PreferenceDataModule
     from mmpo.losses import DPOLoss
-    from mmpo.models.tiny import build_tiny_llava
     from mmpo.models.families import get_family
+    from mmpo.models.tiny import build_tiny_llava
 
     cfg = compose(["data.image=none"])
     _, processor = build_tiny_llava()

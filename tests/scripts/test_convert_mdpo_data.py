@@ -27,12 +27,31 @@ def test_question_is_taken_out_of_the_template():
 def test_converted_records_read_back(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.jpg").write_bytes(b"")
-    rows = [{"img_path": "a.jpg", "prompt": SYSTEM + f"USER: <image>\nQ{i}? ASSISTANT:", "chosen": "yes ",
-             "rejected": "no"} for i in range(5)]
+    rows = [
+        {
+            "img_path": "a.jpg",
+            "prompt": SYSTEM + f"USER: <image>\nQ{i}? ASSISTANT:",
+            "chosen": "yes ",
+            "rejected": "no",
+        }
+        for i in range(5)
+    ]
     (tmp_path / "in.json").write_text(json.dumps(rows))
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_mdpo_data.py"), str(tmp_path / "in.json"),
-                    "--image-root", str(tmp_path / "img"), "--out", str(tmp_path / "out"), "--val-size", "2"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "convert_mdpo_data.py"),
+            str(tmp_path / "in.json"),
+            "--image-root",
+            str(tmp_path / "img"),
+            "--out",
+            str(tmp_path / "out"),
+            "--val-size",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
     train = read_records(tmp_path / "out" / "train.jsonl")
     val = read_records(tmp_path / "out" / "val.jsonl")
     assert len(train) == 3 and len(val) == 2
