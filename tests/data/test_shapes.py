@@ -1,0 +1,71 @@
+"""The shapes world: deterministic, exact, and hallucinations differ in exactly one object."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+from PIL import Image
+
+from mmpo.data import shapes
+from mmpo.data.records import read_records
+
+
+def test_generation_is_deterministic(tmp_path):
+    a = shapes.generate(tmp_path / "a", num_scenes=10, seed=3)
+    b = shapes.generate(tmp_path / "b", num_scenes=10, seed=3)
+    for split in ("train", "val", "test"):
+        assert (a / f"{split}.jsonl").read_text() == (b / f"{split}.jsonl").read_text()
+    first = json.loads((a / "train.jsonl").read_text().splitlines()[0])
+    assert np.array_equal(np.asarray(Image.open(a / first["images"][0])),
+                          np.asarray(Image.open(b / first["images"][0])))
+    c = shapes.generate(tmp_path / "c", num_scenes=10, seed=4)
+    assert (a / "train.jsonl").read_text() != (c / "train.jsonl").read_text()
+
+
+def test_records_read_back_with_the_user_data_reader(shapes_dir):
+    records = read_records(shapes_dir / "train.jsonl")
+    assert records and all(len(r.images) == 1 for r in records)
+    kinds = {r.meta["kind"] for r in records}
+    assert kinds == {"caption", "qa"}
+
+
+def test_chosen_and_rejected_differ_only_in_one_hallucinated_object(shapes_dir):
+    for record in read_records(shapes_dir / "train.jsonl"):
+        if record.meta["kind"] != "caption":
+            continue
+        chosen, rejected = record.chosen.split(" "), record.rejected.split(" ")
+        diff = [(c, r) for c, r in zip(chosen, rejected) if c != r]
+        assert len(chosen) == len(rejected) and 1 <= len(diff) <= 2  # colour and/or shape word of one object
+        assert record.meta["hallucinated"] not in record.meta["objects"]
+        assert record.meta["hallucinated"] in record.rejected
+
+
+def test_qa_answers_are_exact(shapes_dir):
+    for record in read_records(shapes_dir / "val.jsonl"):
+        if record.meta["kind"] == "qa":
+            present = record.meta["asked"] in record.meta["objects"]
+            assert record.chosen == ("Yes." if present else "No.")
+
+
+def test_splits_hold_disjoint_scenes(shapes_dir):
+    images = {split: {r.images[0] for r in read_records(shapes_dir / f"{split}.jsonl")}
+              for split in ("train", "val", "test")}
+    assert not images["train"] & images["val"] and not images["train"] & images["test"]
+
+
+def test_render_draws_each_object_colour_in_its_cell():
+    scene = shapes.Scene("x", (shapes.ShapeObject("red", "square", "top left"),
+                               shapes.ShapeObject("blue", "circle", "bottom right")))
+    pixels = np.asarray(shapes.render(scene, 64))
+    assert tuple(pixels[16, 16]) == shapes.COLORS["red"]
+    assert tuple(pixels[48, 48]) == shapes.COLORS["blue"]
+    assert tuple(pixels[16, 48]) == (255, 255, 255)
+
+
+def test_describe_and_hallucinate():
+    scene = shapes.sample_scene(random.Random(1), "s")
+    objects, name = shapes.hallucinate(scene, random.Random(2))
+    assert name not in scene.object_names()
+    assert shapes.describe(objects) != shapes.describe(scene.objects)
