@@ -1,6 +1,6 @@
 """Benchmark one preference training step per engine mode on a LLaVA-1.5-7B-proportioned proxy.
 
-    python scripts/bench_step.py                      # DPO and mDPO, every mode, ~6 min on 2 idle cores
+    python scripts/bench_step.py                      # DPO and mDPO, every mode: ~8 min on 2 idle cores
     python scripts/bench_step.py --layers 4 --batch-size 1 --repeats 5 --losses dpo
 
 The proxy keeps what decides the step's cost structure at 7B: 576 image tokens from a CLIP-style tower
