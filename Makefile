@@ -45,7 +45,7 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff format src tests scripts
 
 bench: install ## Step benchmark on a LLaVA-1.5-7B-proportioned proxy: every engine mode x reference (~8 min)
-	OMP_NUM_THREADS= $(PY) scripts/bench_step.py $(ARGS)
+	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py $(ARGS)
 
 eval: install ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shapes_pope,shapes_chair]"
 	$(PY) evaluate.py $(ARGS)
