@@ -39,11 +39,13 @@ class PreferenceLoss(nn.Module):
         raise NotImplementedError
 
     def rewards(self, policy: LogProbs, reference: LogProbs | None) -> LogProbs:
-        """Implicit rewards ``r = beta * (log pi - log pi_ref)`` per branch (``beta * log pi`` without a
-        reference)."""
-        if reference is None:
-            return {b: self.beta * policy[b] for b in policy}
-        return {b: self.beta * (policy[b] - reference[b]) for b in policy}
+        return implicit_rewards(policy, reference, self.beta)
+
+
+def implicit_rewards(policy: LogProbs, reference: LogProbs | None, beta: float) -> LogProbs:
+    """Implicit rewards ``r = beta * (log pi - log pi_ref)`` per branch (``beta * log pi`` without a
+    reference)."""
+    return {b: beta * log_ratio(policy, reference, b) for b in policy}
 
 
 def sigmoid_preference(margin: Tensor, label_smoothing: float = 0.0) -> Tensor:

@@ -14,11 +14,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED, LogProbs
+from mmpo.losses.base import implicit_rewards
 
 
 def preference_metrics(policy: LogProbs, reference: LogProbs | None, beta: float) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
-    rewards = {b: beta * (policy[b] - (reference[b] if reference is not None else 0)) for b in policy}
+    rewards = implicit_rewards(policy, reference, beta)
     for branch, logp in policy.items():
         out[f"logps/{branch}"] = logp.detach().mean()
         out[f"rewards/{branch}"] = rewards[branch].detach().mean()
