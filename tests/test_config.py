@@ -122,3 +122,19 @@ def test_schema_rejects_unknown_keys_and_wrong_types(compose):
 def test_the_default_config_passes_the_checks(compose):
     check_config(compose([]))
     check_config(compose(["loss=mdpo", "negative_sampler=crop", "model=tiny_qwen2vl"]))
+
+
+def test_a_bad_record_stops_the_run_with_file_line_and_id_not_a_traceback(tmp_path):
+    bad = '{"id": "r1", "images": [], "prompt": "p", "chosen": "", "rejected": "r"}\n'
+    for name in ("train.jsonl", "val.jsonl"):
+        (tmp_path / name).write_text(bad)
+    out = subprocess.run(
+        [sys.executable, "train.py", "logger=csv", "data=files", f"data.path={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert f"{tmp_path / 'train.jsonl'}:1 (record id 'r1'): field 'chosen'" in out.stderr
+    assert "Traceback" not in out.stderr

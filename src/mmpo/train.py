@@ -98,9 +98,12 @@ def save_weights(policy, processor, out: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from mmpo.data.records import RecordError
+    from mmpo.models.loading import ModelPathError
+
     try:
         return run(cfg)
-    except ConfigError as error:
+    except (ConfigError, RecordError, ModelPathError) as error:  # bad input: the message says what to fix
         print(f"mmpo: {error}", file=sys.stderr)
         sys.exit(2)
 

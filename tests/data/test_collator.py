@@ -42,15 +42,19 @@ def test_labels_mask_prompt_and_image_and_hold_the_response_then_eos(setup, exam
     for branch in (CHOSEN, REJECTED):
         rows = batch.rows[branch]
         for i, example in enumerate(examples):
-            ids, labels, mask = rows.tensors["input_ids"][i], rows.labels[i], rows.tensors["attention_mask"][i]
+            ids, labels, mask = (
+                rows.tensors["input_ids"][i],
+                rows.labels[i],
+                rows.tensors["attention_mask"][i],
+            )
             response = getattr(example.record, branch.response)
             expected = tok(family.response_separator + response, add_special_tokens=False)["input_ids"]
             expected = expected + [tok.eos_token_id]
             kept = labels[labels != IGNORE_INDEX].tolist()
             assert kept == expected
             n = int(mask.sum())
-            assert ids[n - len(expected):n].tolist() == expected  # the response ends the unpadded row
-            assert (labels[:n - len(expected)] == IGNORE_INDEX).all()  # prompt and image positions masked
+            assert ids[n - len(expected) : n].tolist() == expected  # the response ends the unpadded row
+            assert (labels[: n - len(expected)] == IGNORE_INDEX).all()  # prompt and image positions masked
             assert not (labels == image_id).any()
             assert (labels[n:] == IGNORE_INDEX).all() and (mask[n:] == 0).all()
 
@@ -59,7 +63,9 @@ def test_branches_of_a_record_share_identical_prompt_ids(setup, examples):
     batch = collate(setup, examples)
     for i in range(len(examples)):
         c, r = batch.rows[CHOSEN], batch.rows[REJECTED]
-        pc = c.tensors["input_ids"][i][c.labels[i] == IGNORE_INDEX][: int((r.labels[i] == IGNORE_INDEX).sum())]
+        pc = c.tensors["input_ids"][i][c.labels[i] == IGNORE_INDEX][
+            : int((r.labels[i] == IGNORE_INDEX).sum())
+        ]
         pr = r.tensors["input_ids"][i][r.labels[i] == IGNORE_INDEX][: len(pc)]
         assert torch.equal(pc, pr)
 
@@ -93,14 +99,18 @@ def test_truncation_never_cuts_image_tokens(setup, examples):
     prompt = _prompt_len(setup, example)
     # room for 2 response tokens: delete drops the record, truncate_response keeps prompt + 2 tokens
     deleted = collate(setup, [example, examples[1]], max_length=prompt + 2, truncation="delete")
-    assert example.record.id not in deleted.ids and deleted.dropped == {"too_long": len(deleted.ids) == 0 and 2 or 1}
+    assert example.record.id not in deleted.ids and deleted.dropped == {
+        "too_long": len(deleted.ids) == 0 and 2 or 1
+    }
     cut = collate(setup, [example], max_length=prompt + 2, truncation="truncate_response")
     row = cut.rows[CHOSEN]
     assert row.tensors["input_ids"].shape[1] == prompt + 2
     assert int((row.labels != IGNORE_INDEX).sum()) == 2
     full = collate(setup, [example], max_length=10_000)
     image_id = family.image_token_id(processor)
-    assert int((row.tensors["input_ids"] == image_id).sum()) == int((full.rows[CHOSEN].tensors["input_ids"] == image_id).sum())
+    assert int((row.tensors["input_ids"] == image_id).sum()) == int(
+        (full.rows[CHOSEN].tensors["input_ids"] == image_id).sum()
+    )
     # a prompt that alone is too long is dropped, never cut
     short = collate(setup, [example], max_length=prompt - 1, truncation="truncate_response")
     assert len(short) == 0 and short.dropped == {"prompt_too_long": 1}
@@ -122,7 +132,9 @@ def test_corrupted_branch_is_seeded_and_keeps_the_token_count(setup, examples, a
     branches = (CHOSEN, REJECTED, CHOSEN_CORRUPTED)
     first = collate(setup, examples, branches, sampler=sampler)
     again = collate(setup, examples, branches, sampler=sampler)
-    later = collate(setup, [Example(e.record, e.images, [], epoch=1) for e in examples], branches, sampler=sampler)
+    later = collate(
+        setup, [Example(e.record, e.images, [], epoch=1) for e in examples], branches, sampler=sampler
+    )
     clean, corrupted = first.rows[CHOSEN].tensors, first.rows[CHOSEN_CORRUPTED].tensors
     assert torch.equal(clean["input_ids"], corrupted["input_ids"])
     assert not torch.allclose(clean["pixel_values"], corrupted["pixel_values"])

@@ -18,8 +18,9 @@ def test_generation_is_deterministic(tmp_path):
     for split in ("train", "val", "test"):
         assert (a / f"{split}.jsonl").read_text() == (b / f"{split}.jsonl").read_text()
     first = json.loads((a / "train.jsonl").read_text().splitlines()[0])
-    assert np.array_equal(np.asarray(Image.open(a / first["images"][0])),
-                          np.asarray(Image.open(b / first["images"][0])))
+    assert np.array_equal(
+        np.asarray(Image.open(a / first["images"][0])), np.asarray(Image.open(b / first["images"][0]))
+    )
     c = shapes.generate(tmp_path / "c", num_scenes=10, seed=4)
     assert (a / "train.jsonl").read_text() != (c / "train.jsonl").read_text()
 
@@ -36,8 +37,9 @@ def test_chosen_and_rejected_differ_only_in_one_hallucinated_object(shapes_dir):
         if record.meta["kind"] != "caption":
             continue
         chosen, rejected = record.chosen.split(" "), record.rejected.split(" ")
-        diff = [(c, r) for c, r in zip(chosen, rejected) if c != r]
-        assert len(chosen) == len(rejected) and 1 <= len(diff) <= 2  # colour and/or shape word of one object
+        assert len(chosen) == len(rejected)
+        diff = [(c, r) for c, r in zip(chosen, rejected, strict=True) if c != r]
+        assert 1 <= len(diff) <= 2  # colour and/or shape word of one object
         assert record.meta["hallucinated"] not in record.meta["objects"]
         assert record.meta["hallucinated"] in record.rejected
 
@@ -50,14 +52,21 @@ def test_qa_answers_are_exact(shapes_dir):
 
 
 def test_splits_hold_disjoint_scenes(shapes_dir):
-    images = {split: {r.images[0] for r in read_records(shapes_dir / f"{split}.jsonl")}
-              for split in ("train", "val", "test")}
+    images = {
+        split: {r.images[0] for r in read_records(shapes_dir / f"{split}.jsonl")}
+        for split in ("train", "val", "test")
+    }
     assert not images["train"] & images["val"] and not images["train"] & images["test"]
 
 
 def test_render_draws_each_object_colour_in_its_cell():
-    scene = shapes.Scene("x", (shapes.ShapeObject("red", "square", "top left"),
-                               shapes.ShapeObject("blue", "circle", "bottom right")))
+    scene = shapes.Scene(
+        "x",
+        (
+            shapes.ShapeObject("red", "square", "top left"),
+            shapes.ShapeObject("blue", "circle", "bottom right"),
+        ),
+    )
     pixels = np.asarray(shapes.render(scene, 64))
     assert tuple(pixels[16, 16]) == shapes.COLORS["red"]
     assert tuple(pixels[48, 48]) == shapes.COLORS["blue"]

@@ -70,8 +70,10 @@ class PreferenceCollator:
         if image not in IMAGE_MODES:
             raise ValueError(f"data.image={image!r}; allowed: {list(IMAGE_MODES)}")
         if any(b.image == "corrupted" for b in branches) and sampler is None and image != "none":
-            raise ValueError("the loss needs chosen@corrupted but negative_sampler is none; "
-                             "choose one of negative_sampler=crop|diffusion|random_image|blank|rotate")
+            raise ValueError(
+                "the loss needs chosen@corrupted but negative_sampler is none; "
+                "choose one of negative_sampler=crop|diffusion|random_image|blank|rotate"
+            )
         self.processor = processor
         self.family = family
         self.branches = list(branches)
@@ -107,12 +109,16 @@ class PreferenceCollator:
             return []
         if branch.image == "negative":
             if branch.k >= len(example.negative_images):
-                raise RecordError(f"record {example.record.id!r}: the loss needs negative image {branch.k} "
-                                  f"but field 'negative_images' has {len(example.negative_images)}")
+                raise RecordError(
+                    f"record {example.record.id!r}: the loss needs negative image {branch.k} "
+                    f"but field 'negative_images' has {len(example.negative_images)}"
+                )
             return [example.negative_images[branch.k]]
         if branch.image == "corrupted" and self.sampler.apply_to == "pil":
             generator = self._generator(example, stream)
-            return [self.sampler.corrupt_image(im, generator, self._other_image(example)) for im in example.images]
+            return [
+                self.sampler.corrupt_image(im, generator, self._other_image(example)) for im in example.images
+            ]
         return example.images
 
     def _prompt_text(self, example: Example, branch: Branch) -> str:
@@ -134,8 +140,11 @@ class PreferenceCollator:
         text = self.family.chat_prompt(self.processor, self._prompt_text(example, branch), len(images))
         encoded = self.processor(text=[text], images=images or None, return_tensors="pt")
         prompt_ids = encoded["input_ids"][0]
-        image_inputs = {k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask",
-                                                                      "mm_token_type_ids", "token_type_ids")}
+        image_inputs = {
+            k: v
+            for k, v in encoded.items()
+            if k not in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+        }
         self._check_image_tokens(record, prompt_ids, image_inputs, len(images))
         if branch.image == "corrupted" and images and self.sampler.apply_to == "pixels":
             generator = self._generator(example, stream)
@@ -150,13 +159,18 @@ class PreferenceCollator:
         room = self.max_length - len(prompt_ids)
         if len(response_ids) > room:
             if self.truncation == "raise":
-                raise RecordError(f"record {record.id!r}, branch {branch}: {len(prompt_ids)} prompt + "
-                                  f"{len(response_ids)} response tokens exceed data.max_length={self.max_length}")
+                raise RecordError(
+                    f"record {record.id!r}, branch {branch}: {len(prompt_ids)} prompt + "
+                    f"{len(response_ids)} response tokens exceed data.max_length={self.max_length}"
+                )
             if self.truncation == "delete" or room < 1:
                 raise TooLong("prompt_too_long" if room < 1 else "too_long")
             response_ids = response_ids[:room]
-        tensors = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids",
-                                                              "token_type_ids")}
+        tensors = {
+            k: v
+            for k, v in encoded.items()
+            if k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+        }
         n = len(response_ids)
         tensors["input_ids"] = torch.cat([prompt_ids, response_ids])[None]
         tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
@@ -166,12 +180,16 @@ class PreferenceCollator:
         tensors["labels"] = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), response_ids])[None]
         return Rows({**tensors, **image_inputs})
 
-    def _check_image_tokens(self, record: Record, prompt_ids: torch.Tensor, image_inputs: dict, n: int) -> None:
+    def _check_image_tokens(
+        self, record: Record, prompt_ids: torch.Tensor, image_inputs: dict, n: int
+    ) -> None:
         found = int((prompt_ids == self.image_token_id).sum())
         expected = self.family.expected_image_tokens(self.processor, image_inputs) if n else 0
         if expected is not None and found != expected:
-            raise RecordError(f"record {record.id!r}: {found} image placeholder tokens in the prompt but the "
-                              f"{n} processed image(s) need {expected}; check the processor and chat template")
+            raise RecordError(
+                f"record {record.id!r}: {found} image placeholder tokens in the prompt but the "
+                f"{n} processed image(s) need {expected}; check the processor and chat template"
+            )
 
     # ---- batch -------------------------------------------------------------------------------------
     def __call__(self, examples: list[Example]) -> PreferenceBatch:
@@ -179,7 +197,9 @@ class PreferenceCollator:
         dropped: Counter[str] = Counter()
         for example in examples:
             try:
-                rows = {b: self._row(example, b, self.sampler.name if self.sampler else "") for b in self.branches}
+                rows = {
+                    b: self._row(example, b, self.sampler.name if self.sampler else "") for b in self.branches
+                }
                 reference = {
                     b: self._row(example, b, f"{self.sampler.name}:reference")
                     for b in self.branches

@@ -44,8 +44,9 @@ class PreferenceDataset(Dataset):
 def resolve_data_dir(cfg: DictConfig) -> Path:
     """``data.source: shapes`` generates the shapes world under ``data.path`` (once); ``files`` reads it."""
     if cfg.source == "shapes":
-        return shapes.generate(cfg.path, num_scenes=cfg.shapes.num_scenes, seed=cfg.shapes.seed,
-                               image_size=cfg.shapes.image_size)
+        return shapes.generate(
+            cfg.path, num_scenes=cfg.shapes.num_scenes, seed=cfg.shapes.seed, image_size=cfg.shapes.image_size
+        )
     return Path(cfg.path)
 
 
@@ -73,7 +74,9 @@ class PreferenceDataModule(L.LightningDataModule):
     def validation_branches(self) -> list[Branch]:
         """The loss's branches plus diagnostics: with a sampler configured, chosen@corrupted, so that every
         run (DPO included) reports the image-reliance metrics on held-out pairs."""
-        extra = [CHOSEN_CORRUPTED] if self.sampler is not None and CHOSEN_CORRUPTED not in self.branches else []
+        extra = (
+            [CHOSEN_CORRUPTED] if self.sampler is not None and CHOSEN_CORRUPTED not in self.branches else []
+        )
         return self.branches + extra
 
     def setup(self, stage: str | None = None) -> None:
@@ -98,7 +101,9 @@ class PreferenceDataModule(L.LightningDataModule):
         # data.image=none (the "DPO (No Image)" ablation) removes images from training rows only: validation
         # keeps them, so that every run is compared on the same held-out inputs.
         self.collators = {
-            "train": PreferenceCollator(self.processor, self.family, self.branches, image=self.cfg.image, **common),
+            "train": PreferenceCollator(
+                self.processor, self.family, self.branches, image=self.cfg.image, **common
+            ),
             "val": PreferenceCollator(self.processor, self.family, self.validation_branches(), **common),
         }
         log.info("data: %d train / %d val records from %s", len(train), len(self.datasets["val"]), directory)
@@ -130,6 +135,9 @@ class PreferenceDataModule(L.LightningDataModule):
         report = {"read": self.report.read, "skipped": self.report.skipped, "dropped_for_length": dropped}
         (run_dir / "data_report.json").write_text(json.dumps(report, indent=2))
         if self.report.skipped or dropped:
-            log.warning("data: %d records skipped as invalid, dropped for length %s (see data_report.json)",
-                        len(self.report.skipped), dropped)
+            log.warning(
+                "data: %d records skipped as invalid, dropped for length %s (see data_report.json)",
+                len(self.report.skipped),
+                dropped,
+            )
         return report

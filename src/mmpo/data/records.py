@@ -94,8 +94,10 @@ def read_records(
         raise ValueError(f"data.on_error={on_error!r}; allowed: ['raise', 'skip']")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist (set data.path to a directory "
-                                "holding train.jsonl / val.jsonl in the record format of the README)")
+        raise FileNotFoundError(
+            f"data file {str(path)!r} does not exist (set data.path to a directory "
+            "holding train.jsonl / val.jsonl in the record format of the README)"
+        )
     report = report if report is not None else ReadReport()
     records, seen = [], set()
     with open(path) as f:

@@ -89,4 +89,6 @@ class PreferenceBatch:
         """The batch the reference model scores."""
         if not self.reference_rows:
             return self
-        return PreferenceBatch(self.ids, {**self.rows, **self.reference_rows}, self.pad_token_id, epoch=self.epoch)
+        return PreferenceBatch(
+            self.ids, {**self.rows, **self.reference_rows}, self.pad_token_id, epoch=self.epoch
+        )

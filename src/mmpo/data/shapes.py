@@ -141,7 +141,9 @@ def vocabulary_corpus() -> Iterator[str]:
     for i in range(300):
         scene = sample_scene(rng, f"v{i}")
         for record in scene_records(scene, "", rng):
-            yield " ".join([record["prompt"], record["chosen"], record["rejected"], record.get("context", "")])
+            yield " ".join(
+                [record["prompt"], record["chosen"], record["rejected"], record.get("context", "")]
+            )
     yield "USER: ASSISTANT: user assistant system Context: Answer yes or no. Yes No"
 
 

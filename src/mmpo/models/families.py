@@ -67,9 +67,13 @@ class Family:
             return list(image_inputs["pixel_values"])
         if self.name in ("qwen2_vl", "qwen2_5_vl"):
             return [_unpatchify(processor, p, g) for p, g in zip(*_split_patches(image_inputs), strict=True)]
-        raise ValueError(f"negative_sampler.apply_to=pixels is not supported for family {self.name!r}; use pil")
+        raise ValueError(
+            f"negative_sampler.apply_to=pixels is not supported for family {self.name!r}; use pil"
+        )
 
-    def with_image_tensors(self, processor: ProcessorMixin, image_inputs: dict, images: list[torch.Tensor]) -> dict:
+    def with_image_tensors(
+        self, processor: ProcessorMixin, image_inputs: dict, images: list[torch.Tensor]
+    ) -> dict:
         """Inverse of :meth:`image_tensors`: image inputs whose pixels are replaced by ``images``."""
         if self.name == "llava":
             return {**image_inputs, "pixel_values": torch.stack(images)}
@@ -107,14 +111,38 @@ def _patchify(processor: ProcessorMixin, image: torch.Tensor, grid: torch.Tensor
 
 
 FAMILIES: dict[str, Family] = {
-    "llava": Family("llava", LlavaForConditionalGeneration, LlavaProcessor, " ",
-                    "model.vision_tower", "model.multi_modal_projector"),
-    "llava_next": Family("llava_next", LlavaNextForConditionalGeneration, LlavaNextProcessor, " ",
-                         "model.vision_tower", "model.multi_modal_projector"),
-    "qwen2_vl": Family("qwen2_vl", Qwen2VLForConditionalGeneration, ImageOnlyQwen2VLProcessor, "",
-                       "model.visual", "model.visual.merger"),
-    "qwen2_5_vl": Family("qwen2_5_vl", Qwen2_5_VLForConditionalGeneration, ImageOnlyQwen2VLProcessor, "",
-                         "model.visual", "model.visual.merger"),
+    "llava": Family(
+        "llava",
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        " ",
+        "model.vision_tower",
+        "model.multi_modal_projector",
+    ),
+    "llava_next": Family(
+        "llava_next",
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+        " ",
+        "model.vision_tower",
+        "model.multi_modal_projector",
+    ),
+    "qwen2_vl": Family(
+        "qwen2_vl",
+        Qwen2VLForConditionalGeneration,
+        ImageOnlyQwen2VLProcessor,
+        "",
+        "model.visual",
+        "model.visual.merger",
+    ),
+    "qwen2_5_vl": Family(
+        "qwen2_5_vl",
+        Qwen2_5_VLForConditionalGeneration,
+        ImageOnlyQwen2VLProcessor,
+        "",
+        "model.visual",
+        "model.visual.merger",
+    ),
 }
 
 

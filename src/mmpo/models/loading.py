@@ -45,8 +45,10 @@ def load_base(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family]
     family = get_family(cfg.family)
     if cfg.path is None:
         if cfg.family not in TINY_BUILDERS:
-            raise ValueError(f"model.path is null but family {cfg.family!r} has no tiny builder; "
-                             f"tiny families: {sorted(TINY_BUILDERS)}")
+            raise ValueError(
+                f"model.path is null but family {cfg.family!r} has no tiny builder; "
+                f"tiny families: {sorted(TINY_BUILDERS)}"
+            )
         model, processor = TINY_BUILDERS[cfg.family](**OmegaConf.to_container(cfg.tiny))
         model = model.to(DTYPES[cfg.dtype])
     else:
@@ -88,11 +90,13 @@ def llm_linear_pattern(model: PreTrainedModel, family: Family) -> str:
     """Regex over module names matching every nn.Linear of the language model (not the vision tower,
     projector or lm_head): the 'all LLM linear layers' LoRA target of mDPO and LLaVA."""
     excluded = (family.vision_module, family.projector_module)
-    suffixes = sorted({
-        name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if _is_linear(module) and "lm_head" not in name and not any(name.startswith(e) for e in excluded)
-    })
+    suffixes = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if _is_linear(module) and "lm_head" not in name and not any(name.startswith(e) for e in excluded)
+        }
+    )
     vision = "|".join(re.escape(e.rsplit(".", 1)[-1]) for e in excluded)
     return rf"^(?!.*(?:{vision}|lm_head)).*\.(?:{'|'.join(suffixes)})$"
 
@@ -171,5 +175,11 @@ def load_model(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family
         raise ValueError("model.quantization.load_in_4bit=true needs model.lora.enabled=true (QLoRA)")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    log.info("policy %s: %d / %d parameters trainable (%.2f%%)", cfg.name, trainable, total, 100 * trainable / total)
+    log.info(
+        "policy %s: %d / %d parameters trainable (%.2f%%)",
+        cfg.name,
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     return model, processor, family

@@ -49,7 +49,9 @@ QWEN2VL_CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(special_tokens: list[str], vocab_size: int, **named_tokens: str) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    special_tokens: list[str], vocab_size: int, **named_tokens: str
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the shapes vocabulary; ``named_tokens`` maps e.g. eos_token="</s>"."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -107,8 +109,10 @@ def build_tiny_llava(
         patch_size=patch_size,
         projection_dim=32,
     )
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in
-           [("pad_token_id", "<pad>"), ("bos_token_id", "<s>"), ("eos_token_id", "</s>")]}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in [("pad_token_id", "<pad>"), ("bos_token_id", "<s>"), ("eos_token_id", "</s>")]
+    }
     config = LlavaConfig(
         vision_config=vision.to_dict(),
         text_config=LlamaConfig(**_text_config(len(tokenizer), hidden_size, num_layers, **ids)).to_dict(),
@@ -140,21 +144,49 @@ def build_tiny_qwen2vl(
 
     With patch 14 and merge 2, an image_size x image_size image gives (image_size / 28)^2 tokens.
     """
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>"]
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     tokenizer = train_tokenizer(specials, 512, pad_token="<|endoftext|>", eos_token="<|im_end|>")
     tokenizer.padding_side = "right"
     tok = tokenizer.convert_tokens_to_ids
-    text = _text_config(len(tokenizer), hidden_size, num_layers, pad_token_id=tok("<|endoftext|>"),
-                        bos_token_id=tok("<|endoftext|>"), eos_token_id=tok("<|im_end|>"))
+    text = _text_config(
+        len(tokenizer),
+        hidden_size,
+        num_layers,
+        pad_token_id=tok("<|endoftext|>"),
+        bos_token_id=tok("<|endoftext|>"),
+        eos_token_id=tok("<|im_end|>"),
+    )
     head_dim = hidden_size // 4
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
-                               "mrope_section": [head_dim // 8, head_dim // 8 + head_dim // 16,
-                                                 head_dim // 2 - head_dim // 8 - (head_dim // 8 + head_dim // 16)]}
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [
+            head_dim // 8,
+            head_dim // 8 + head_dim // 16,
+            head_dim // 2 - head_dim // 8 - (head_dim // 8 + head_dim // 16),
+        ],
+    }
     config = Qwen2VLConfig(
         text_config=text,
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
+        vision_config=dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=hidden_size,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            in_chans=3,
+        ),
         image_token_id=tok("<|image_pad|>"),
         video_token_id=tok("<|video_pad|>"),
         vision_start_token_id=tok("<|vision_start|>"),
