@@ -163,15 +163,23 @@ def test_real_model_path_loads_like_a_downloaded_checkpoint(compose, tmp_path):
     assert torch.allclose(out.logits, expected.logits, atol=1e-5)  # LoRA B = 0: same function
 
 
-def test_ddp_cpu_two_processes_log_global_metrics(tmp_path, shapes_dir):
+def stderr_of_every_rank(proc: subprocess.CompletedProcess) -> str:
+    """Each rank's traceback (ranks share stderr, so the failing one is rarely the last), then the tail."""
+    tracebacks = [part[:3000] for part in proc.stderr.split("Traceback (most recent call last)")[1:]]
+    return "\n--- next traceback ---\n".join(tracebacks) + "\n--- stderr tail ---\n" + proc.stderr[-3000:]
+
+
+def test_ddp_cpu_two_processes_log_global_metrics(tmp_path):
     """Two gloo processes: the logged validation log-prob equals the single-process value for the same
-    weights (each rank sees half of the validation set, so only a synced metric can match)."""
+    weights (each rank sees half of the validation set, so only a synced metric can match). The shapes
+    world does not exist yet: rank 0 generates it while rank 1 waits."""
     out = tmp_path / "ddp"
     common = [
         "logger=csv",
         "callbacks=none",
         "trainer.enable_progress_bar=false",
-        f"data.path={shapes_dir}",
+        f"data.path={tmp_path / 'world'}",
+        "data.shapes.num_scenes=40",
         "data.limit_train=8",
         "data.limit_val=8",
         "data.batch_size=2",
@@ -185,7 +193,7 @@ def test_ddp_cpu_two_processes_log_global_metrics(tmp_path, shapes_dir):
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_of_every_rank(proc)
     key = "val/logps/chosen@original"
     ddp_val = logged(out, key)[-1]
     assert "steps=2" in (out / "summary.txt").read_text()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -23,6 +25,25 @@ def test_generation_is_deterministic(tmp_path):
     )
     c = shapes.generate(tmp_path / "c", num_scenes=10, seed=4)
     assert (a / "train.jsonl").read_text() != (c / "train.jsonl").read_text()
+
+
+def _generate_and_read(out_dir, num_scenes: int) -> set[tuple[str, str]]:
+    """Generate, then read the splits a few times (as a data loader would) while others may be writing."""
+    world = shapes.generate(out_dir, num_scenes=num_scenes, seed=1)
+    return {((world / "train.jsonl").read_text(), (world / "val.jsonl").read_text()) for _ in range(20)}
+
+
+def test_processes_asking_for_the_same_world_at_once_all_read_one_complete_build(tmp_path):
+    """DDP ranks and parallel sweep jobs generate concurrently, here over an older, smaller build: each
+    must read complete files, never ones another process is rewriting."""
+    shared = shapes.generate(tmp_path / "shared", num_scenes=6, seed=1)
+    serial = shapes.generate(tmp_path / "serial", num_scenes=60, seed=1)
+    expected = ((serial / "train.jsonl").read_text(), (serial / "val.jsonl").read_text())
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        seen = list(pool.map(_generate_and_read, [shared] * 8, [60] * 8))
+    assert seen == [{expected}] * 8
+    assert (shared / "manifest.json").read_text() == (serial / "manifest.json").read_text()
+    assert len(list((shared / "images").glob("*.png"))) == 60  # the older build held the first 6 scenes
 
 
 def test_records_read_back_with_the_user_data_reader(shapes_dir):

@@ -79,6 +79,10 @@ class PreferenceDataModule(L.LightningDataModule):
         )
         return self.branches + extra
 
+    def prepare_data(self) -> None:
+        """Generate the shapes world once per node (Lightning calls this on local rank 0, then a barrier)."""
+        resolve_data_dir(self.cfg)
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return

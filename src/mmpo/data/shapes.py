@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from filelock import FileLock
 from PIL import Image, ImageDraw
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -150,13 +151,29 @@ def vocabulary_corpus() -> Iterator[str]:
 def generate(out_dir: str | Path, num_scenes: int = 400, seed: int = 0, image_size: int = 64) -> Path:
     """Write ``{train,val,test}.jsonl`` and ``images/`` under ``out_dir``; reuse an identical earlier build.
 
-    Splits are by scene, so held-out images never appear in training.
+    Splits are by scene, so held-out images never appear in training. Safe when several processes
+    (DDP ranks, parallel sweep jobs) ask for the same world at once: one builds it under a file lock, the
+    others wait and reuse it. The manifest is written last, so a matching manifest means complete files.
     """
     out = Path(out_dir)
     manifest = {"format": FORMAT_VERSION, "num_scenes": num_scenes, "seed": seed, "image_size": image_size}
     manifest_path = out / "manifest.json"
-    if manifest_path.exists() and json.loads(manifest_path.read_text()) == manifest:
+
+    def built() -> bool:
+        return manifest_path.exists() and json.loads(manifest_path.read_text()) == manifest
+
+    if built():
         return out
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(out / ".generate.lock"):
+        if not built():
+            manifest_path.unlink(missing_ok=True)
+            _write_world(out, num_scenes, seed, image_size)
+            manifest_path.write_text(json.dumps(manifest))
+    return out
+
+
+def _write_world(out: Path, num_scenes: int, seed: int, image_size: int) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     scenes = [sample_scene(rng, f"s{seed}-{i:05d}") for i in range(num_scenes)]
@@ -174,8 +191,6 @@ def generate(out_dir: str | Path, num_scenes: int = 400, seed: int = 0, image_si
     with open(out / "scenes.jsonl", "w") as f:
         for scene in scenes:
             f.write(json.dumps(asdict(scene)) + "\n")
-    manifest_path.write_text(json.dumps(manifest))
-    return out
 
 
 def fingerprint(out_dir: str | Path) -> str:
