@@ -198,7 +198,7 @@ def check_config(cfg: DictConfig) -> None:
     elif needs_corrupted and not has_sampler:
         problems.append(
             f"loss={loss_name} needs a corrupted image; negative_sampler allowed: "
-            "[crop, crop_20_50, diffusion, random_image, blank, rotate]"
+            "[crop, crop_20_50, diffusion, random_image, blank, rotate, mocov2]"
         )
     if has_sampler:
         from mmpo.negatives import build_negative_sampler

@@ -9,6 +9,7 @@ from mmpo.negatives import (
     BlankSampler,
     CropSampler,
     DiffusionNoiseSampler,
+    MoCoV2Sampler,
     RandomImageSampler,
     RotateSampler,
     build_negative_sampler,
@@ -23,6 +24,7 @@ EXPECTED = {
     "random_image": RandomImageSampler,
     "blank": BlankSampler,
     "rotate": RotateSampler,
+    "mocov2": MoCoV2Sampler,
     "none": type(None),
 }
 

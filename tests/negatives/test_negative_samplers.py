@@ -12,6 +12,7 @@ from mmpo.negatives import (
     BlankSampler,
     CropSampler,
     DiffusionNoiseSampler,
+    MoCoV2Sampler,
     NegativeSampler,
     RandomImageSampler,
     RotateSampler,
@@ -50,6 +51,7 @@ STOCHASTIC = {
     "rotate-pixels": lambda: RotateSampler(apply_to="pixels"),
     "rotate-pil": lambda: RotateSampler(apply_to="pil"),
     "random_image-pil": lambda: RandomImageSampler(),
+    "mocov2-pil": lambda: MoCoV2Sampler(),
 }
 
 
@@ -266,3 +268,50 @@ def test_random_image_without_other_image_raises():
 def test_bad_construction_raises_naming_the_key(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# --- MoCo v2 ------------------------------------------------------------------------------------
+
+ONLY = dict(crop_scale=(1.0, 1.0), p_jitter=0.0, p_grayscale=0.0, p_blur=0.0, p_flip=0.0)
+
+
+def mocov2(**steps) -> MoCoV2Sampler:
+    """A MoCo v2 sampler with every step off (full-area crop) except those given."""
+    return MoCoV2Sampler(**{**ONLY, **steps})
+
+
+def test_mocov2_with_every_step_off_is_the_identity():
+    image = make_image(size=(WIDTH, WIDTH))  # square: the full-area crop fits with ratio 1
+    np.testing.assert_array_equal(as_array(mocov2().corrupt_image(image, torch.Generator())), as_array(image))
+
+
+def test_mocov2_flip_and_grayscale_steps():
+    image = make_image(size=(WIDTH, WIDTH))
+    flipped = as_array(mocov2(p_flip=1.0).corrupt_image(image, torch.Generator()))
+    np.testing.assert_array_equal(flipped, as_array(image)[:, ::-1])
+    gray = as_array(mocov2(p_grayscale=1.0).corrupt_image(image, torch.Generator()))
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+
+
+def test_mocov2_brightness_scales_every_channel_by_one_factor_in_range():
+    image = Image.new("RGB", (WIDTH, WIDTH), (100, 50, 200))
+    sampler = mocov2(p_jitter=1.0, jitter=(0.4, 0.0, 0.0, 0.0))
+    for epoch in range(5):
+        out = as_array(sampler.corrupt_image(image, generator(sampler, epoch)))[0, 0]
+        factor = out[1] / 50  # 50 * 1.4 stays below 255, so this channel is never clipped
+        assert 0.6 - 0.01 <= factor <= 1.4 + 0.01
+        np.testing.assert_allclose(out, np.minimum(np.array([100, 50, 200]) * factor, 255), atol=4.5)
+
+
+def test_mocov2_hue_shift_of_a_third_turns_red_into_green():
+    from mmpo.negatives.mocov2 import shift_hue
+
+    red = Image.new("RGB", (4, 4), (255, 0, 0))
+    np.testing.assert_allclose(as_array(shift_hue(red, 1 / 3))[0, 0], [0, 255, 0], atol=3)
+
+
+def test_mocov2_rejects_pixels_and_bad_probabilities():
+    with pytest.raises(ValueError, match="PIL images only"):
+        MoCoV2Sampler().corrupt_pixels(make_pixels(), torch.Generator())
+    with pytest.raises(ValueError, match="p_blur"):
+        MoCoV2Sampler(p_blur=1.5)

@@ -16,6 +16,7 @@ from mmpo.negatives.base import NegativeSampler, OtherImage, seeded_generator
 from mmpo.negatives.blank import BlankSampler
 from mmpo.negatives.crop import CropSampler, sample_crop_box
 from mmpo.negatives.diffusion import DiffusionNoiseSampler, noise_schedule
+from mmpo.negatives.mocov2 import MoCoV2Sampler
 from mmpo.negatives.random_image import RandomImageSampler
 from mmpo.negatives.rotate import RotateSampler
 
@@ -23,6 +24,7 @@ __all__ = [
     "BlankSampler",
     "CropSampler",
     "DiffusionNoiseSampler",
+    "MoCoV2Sampler",
     "NegativeSampler",
     "OtherImage",
     "RandomImageSampler",
@@ -46,7 +48,7 @@ def build_negative_sampler(cfg: Mapping[str, Any] | None) -> NegativeSampler | N
     if cfg.get("_target_") is None:
         raise ValueError(
             f"negative_sampler config {dict(cfg)!r} has no _target_; choose one of "
-            "conf/negative_sampler/*.yaml (crop, crop_20_50, diffusion, random_image, blank, rotate, none)"
+            "conf/negative_sampler/*.yaml (crop, crop_20_50, diffusion, random_image, blank, rotate, mocov2, none)"
         )
     try:
         sampler = instantiate(cfg)
