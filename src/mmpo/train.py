@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmpo.config import ConfigError, check_config, wandb_mode
 
@@ -30,6 +30,33 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 def _instantiate_all(node: DictConfig | None) -> list:
     return [instantiate(v) for v in (node or {}).values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def continue_wandb_run(cfg: DictConfig) -> None:
+    """Resuming from ``<run>/checkpoints/last.ckpt`` logs to the wandb run of ``<run>`` (same id) unless
+    ``logger.wandb.id`` is set. wandb names its run directories ``<run>/wandb/[offline-]run-<time>-<id>``."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not cfg.get("ckpt_path") or wandb_cfg is None or wandb_cfg.get("id"):
+        return
+    runs = sorted(
+        (Path(cfg.ckpt_path).resolve().parents[1] / "wandb").glob("*run-*-*"),
+        key=lambda path: path.name.split("run-", 1)[1],  # by time, offline and online runs alike
+    )
+    if runs:
+        with open_dict(cfg):
+            wandb_cfg.id = runs[-1].name.rsplit("-", 1)[1]
+        log.info("resuming wandb run %s", wandb_cfg.id)
+
+
+def finish_wandb_runs(trainer: L.Trainer) -> None:
+    """Close this run's wandb run: Lightning leaves it open, and the next job of a Hydra multirun in the
+    same process would otherwise log into it."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        import wandb
+
+        wandb.finish()
 
 
 def summary_line(cfg: DictConfig, metrics: dict, seconds: float, steps: int) -> str:
@@ -47,6 +74,7 @@ def summary_line(cfg: DictConfig, metrics: dict, seconds: float, steps: int) -> 
 def run(cfg: DictConfig) -> float | None:
     check_config(cfg)
     wandb_mode()
+    continue_wandb_run(cfg)
     # heavy imports after the config check: a bad config fails in a second
     from mmpo.data.datamodule import PreferenceDataModule
     from mmpo.losses import build_loss
@@ -76,7 +104,10 @@ def run(cfg: DictConfig) -> float | None:
         logger=_instantiate_all(cfg.get("logger")) or False,
         callbacks=_instantiate_all(cfg.get("callbacks")),
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    finally:
+        finish_wandb_runs(trainer)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:

@@ -20,11 +20,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch import distributed as dist
 from torch import nn
 
 from mmpo.branches import Branch, LogProbs
 from mmpo.data.rows import PreferenceBatch
-from mmpo.engine.cache import CACHE_DIR, ReferenceCache, ReferenceCacheError, entry_key, fingerprint
+from mmpo.engine.cache import CACHE_DIR, EntryKey, ReferenceCache, ReferenceCacheError, entry_key, fingerprint
 from mmpo.engine.forward import branch_logps
 from mmpo.engine.vision import ImageFeatures
 
@@ -97,6 +98,9 @@ class Reference:
 
         ``datamodule`` must be set up; ``write`` saves the cache (global rank zero only); ``resumed``
         says the policy's weights came from a checkpoint (then a full fine-tuning run cannot recompute).
+        Under ``torch.distributed`` with world size W > 1 (every rank must call it), rank r scores the
+        missing records ``[r::W]`` of each split, then the ranks exchange their new entries, so every
+        rank ends with the full cache.
         """
         if self.strategy != "precomputed":
             return
@@ -126,9 +130,14 @@ class Reference:
                 "Precompute from the initial model first, use LoRA (the reference is then the adapters-off base), "
                 "or use reference=copy"
             )
+        rank, world = _rank_and_world()
+        known = set(self.cache.entries)
         for split in SPLITS:
-            if todo[split]:
-                self._fill(policy, datamodule, split, todo[split], epoch, branches[split])
+            if todo[split][rank::world]:
+                self._fill(policy, datamodule, split, todo[split][rank::world], epoch, branches[split])
+        if world > 1:
+            mine = {k: v for k, v in self.cache.entries.items() if k not in known}
+            self.cache.entries.update(_gather(mine))
         self._prepared = True
         if write:
             self.cache.save()
@@ -175,6 +184,19 @@ class Reference:
         if self.frozen is not None:
             self.frozen.to(device)
         return self
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(entries: dict[EntryKey, float]) -> dict[EntryKey, float]:
+    """Every rank's ``entries`` merged (values and NaN drop markers alike); a collective."""
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, entries)
+    return {key: value for part in parts for key, value in part.items()}
 
 
 def _cache_dir(datamodule) -> Path:
