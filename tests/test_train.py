@@ -128,6 +128,32 @@ def test_resume_from_checkpoint_continues_the_loss_curve(compose, tmp_path):
     assert got == pytest.approx(expected[2:], abs=1e-5)
 
 
+def wandb_run_ids(run_dir: Path) -> list[str]:
+    return [path.name.rsplit("-", 1)[1] for path in (run_dir / "wandb").glob("offline-run-*")]
+
+
+def test_resume_continues_the_wandb_run_of_the_checkpoint(compose, tmp_path):
+    first = compose(["logger=wandb"])
+    first.paths.output_dir = str(tmp_path / "first")
+    run(first)
+    (first_id,) = wandb_run_ids(tmp_path / "first")
+    resumed = compose(
+        [
+            "logger=wandb",
+            "trainer.max_epochs=2",
+            f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+        ]
+    )
+    resumed.paths.output_dir = str(tmp_path / "resumed")
+    run(resumed)
+    assert wandb_run_ids(tmp_path / "resumed") == [first_id]
+    fresh = compose(["logger=wandb"])
+    fresh.paths.output_dir = str(tmp_path / "fresh")
+    run(fresh)
+    (fresh_id,) = wandb_run_ids(tmp_path / "fresh")  # its own run: the earlier ones were finished
+    assert fresh_id != first_id
+
+
 def test_real_model_path_loads_like_a_downloaded_checkpoint(compose, tmp_path):
     """A tiny model + processor saved in HF layout load through model.path exactly like llava7b would."""
     from mmpo.branches import CHOSEN, REJECTED
@@ -252,3 +278,41 @@ def test_no_image_ablation_trains_without_images_and_validates_with_them(compose
     val = next(iter(datamodule.val_dataloader()))
     assert "pixel_values" not in train.rows[CHOSEN].tensors
     assert "pixel_values" in val.rows[CHOSEN].tensors
+
+
+def test_ddp_precompute_splits_the_reference_pass_across_ranks(tmp_path):
+    """reference=precomputed on two gloo processes: each rank scores half of the records, and the cache
+    rank 0 writes holds exactly the entries a single-process pass computes on the same data."""
+    world = tmp_path / "world"
+    common = [
+        "reference=precomputed",
+        "logger=csv",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        f"data.path={world}",
+        "data.shapes.num_scenes=40",
+        "data.limit_train=8",
+        "data.limit_val=8",
+        "data.batch_size=2",
+    ]
+
+    def cache_of(*overrides: str, out: Path) -> tuple[dict, subprocess.CompletedProcess]:
+        proc = subprocess.run(
+            [sys.executable, "train.py", *common, *overrides, f"hydra.run.dir={out}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, stderr_of_every_rank(proc)
+        (path,) = (world / "reference_cache").glob("*.pt")
+        entries = torch.load(path, weights_only=True)["entries"]
+        path.unlink()  # the next run computes its own
+        return entries, proc
+
+    ddp, proc = cache_of("trainer=ddp_cpu", "trainer.max_steps=2", out=tmp_path / "ddp")
+    single, _ = cache_of("trainer.max_steps=1", out=tmp_path / "single")
+    for split in ("train", "val"):  # 8 records per split, 4 on each rank
+        assert proc.stdout.count(f"scoring 4 {split} records") == 2, proc.stdout[-3000:]
+    assert len(single) == 32  # 16 records x (chosen, rejected)
+    assert ddp == pytest.approx(single, abs=1e-5, nan_ok=True)  # same keys, same values

@@ -118,6 +118,17 @@ def register_configs() -> None:
 
 register_configs()
 
+NEGATIVE_SAMPLERS: tuple[str, ...] = (
+    "crop",
+    "crop_20_50",
+    "diffusion",
+    "random_image",
+    "blank",
+    "rotate",
+    "mocov2",
+)
+"""The options of ``conf/negative_sampler`` besides ``none``."""
+
 ALLOWED: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.quantization.quant_type": ("nf4", "fp4"),
@@ -197,16 +208,16 @@ def check_config(cfg: DictConfig) -> None:
         )
     elif needs_corrupted and not has_sampler:
         problems.append(
-            f"loss={loss_name} needs a corrupted image; negative_sampler allowed: "
-            "[crop, crop_20_50, diffusion, random_image, blank, rotate, mocov2]"
+            f"loss={loss_name} needs a corrupted image; negative_sampler allowed: {list(NEGATIVE_SAMPLERS)}"
         )
-    if has_sampler:
-        from mmpo.negatives import build_negative_sampler
+    for key in ("negative_sampler", "val_negative_sampler"):
+        if cfg.get(key):
+            from mmpo.negatives import build_negative_sampler
 
-        try:
-            build_negative_sampler(cfg.negative_sampler)
-        except ValueError as error:
-            problems.append(str(error))
+            try:
+                build_negative_sampler(cfg[key])
+            except ValueError as error:
+                problems.append(f"{key}: {error}")
     if cfg.data.source == "files" and not (Path(cfg.data.path) / cfg.data.train_file).is_file():
         problems.append(
             f"data.path={cfg.data.path!r} has no {cfg.data.train_file}; data.source=files reads "
@@ -221,13 +232,17 @@ def _precomputed_problems(cfg: DictConfig, loss) -> list[str]:
     from mmpo.engine.cache import epoch_dependent
 
     problems = []
-    if (cfg.get("negative_sampler") or {}).get("resample_per_forward"):
+    if any(
+        (cfg.get(key) or {}).get("resample_per_forward")
+        for key in ("negative_sampler", "val_negative_sampler")
+    ):
         problems.append(
             "reference=precomputed cannot hold negative_sampler.resample_per_forward=true (a fresh "
             "corruption on every forward); set it to false or use reference=adapter_off|copy"
         )
     # validation adds chosen@corrupted (image-reliance diagnostics) whenever a sampler is configured
-    branches = [*loss.branches, *([CHOSEN_CORRUPTED] if cfg.get("negative_sampler") else [])]
+    has_sampler = cfg.get("negative_sampler") or cfg.get("val_negative_sampler")
+    branches = [*loss.branches, *([CHOSEN_CORRUPTED] if has_sampler else [])]
     seeded = sorted({str(b) for b in branches if epoch_dependent(b)})
     if seeded and not cfg.model.lora.enabled and cfg.trainer.get("max_epochs") != 1:
         problems.append(

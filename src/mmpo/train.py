@@ -97,6 +97,7 @@ def run(cfg: DictConfig) -> float | None:
         loss.branches,
         build_negative_sampler(cfg.get("negative_sampler")),
         cfg.seed,
+        val_sampler=build_negative_sampler(cfg.get("val_negative_sampler")),
     )
     module = PreferenceModule(policy, loss, cfg.reference, cfg.optim, cfg.engine.mode)
     trainer: L.Trainer = instantiate(

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from mmpo.config import NEGATIVE_SAMPLERS
 from mmpo.negatives import (
     BlankSampler,
     CropSampler,
@@ -33,8 +34,8 @@ def load(name: str):
     return OmegaConf.load(CONF / f"{name}.yaml")
 
 
-def test_every_yaml_is_covered():
-    assert {path.stem for path in CONF.glob("*.yaml")} == set(EXPECTED)
+def test_every_yaml_is_covered_and_named_in_the_error_messages():
+    assert {path.stem for path in CONF.glob("*.yaml")} == set(EXPECTED) == {*NEGATIVE_SAMPLERS, "none"}
 
 
 @pytest.mark.parametrize("name, cls", EXPECTED.items())

@@ -22,6 +22,7 @@ from PIL import Image
 from transformers import ProcessorMixin
 
 from mmpo.branches import Branch
+from mmpo.config import NEGATIVE_SAMPLERS
 from mmpo.data.records import Record, RecordError
 from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows, concat_rows
 from mmpo.models.families import Family
@@ -72,7 +73,7 @@ class PreferenceCollator:
         if any(b.image == "corrupted" for b in branches) and sampler is None and image != "none":
             raise ValueError(
                 "the loss needs chosen@corrupted but negative_sampler is none; "
-                "choose one of negative_sampler=crop|diffusion|random_image|blank|rotate"
+                f"choose one of negative_sampler={'|'.join(NEGATIVE_SAMPLERS)}"
             )
         self.processor = processor
         self.family = family

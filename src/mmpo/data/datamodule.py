@@ -59,13 +59,17 @@ class PreferenceDataModule(L.LightningDataModule):
         branches: Sequence[Branch],
         sampler: NegativeSampler | None = None,
         seed: int = 0,
+        val_sampler: NegativeSampler | None = None,
     ):
+        """``val_sampler`` corrupts the validation images (default: ``sampler``). One fixed validation
+        sampler makes image reliance comparable across runs that train with different corruptions."""
         super().__init__()
         self.cfg = cfg
         self.processor = processor
         self.family = family
         self.branches = list(branches)
         self.sampler = sampler
+        self.val_sampler = val_sampler or sampler
         self.seed = seed
         self.report = ReadReport()
         self.datasets: dict[str, PreferenceDataset] = {}
@@ -75,7 +79,9 @@ class PreferenceDataModule(L.LightningDataModule):
         """The loss's branches plus diagnostics: with a sampler configured, chosen@corrupted, so that every
         run (DPO included) reports the image-reliance metrics on held-out pairs."""
         extra = (
-            [CHOSEN_CORRUPTED] if self.sampler is not None and CHOSEN_CORRUPTED not in self.branches else []
+            [CHOSEN_CORRUPTED]
+            if self.val_sampler is not None and CHOSEN_CORRUPTED not in self.branches
+            else []
         )
         return self.branches + extra
 
@@ -97,7 +103,6 @@ class PreferenceDataModule(L.LightningDataModule):
             max_length=self.cfg.max_length,
             truncation=self.cfg.truncation,
             context_template=self.cfg.context_template,
-            sampler=self.sampler,
             image_pool=sorted({r.images[0] for r in train if r.images}),
             context_pool=sorted({r.context for r in train if r.context}),
             seed=self.seed,
@@ -106,9 +111,16 @@ class PreferenceDataModule(L.LightningDataModule):
         # keeps them, so that every run is compared on the same held-out inputs.
         self.collators = {
             "train": PreferenceCollator(
-                self.processor, self.family, self.branches, image=self.cfg.image, **common
+                self.processor,
+                self.family,
+                self.branches,
+                image=self.cfg.image,
+                sampler=self.sampler,
+                **common,
             ),
-            "val": PreferenceCollator(self.processor, self.family, self.validation_branches(), **common),
+            "val": PreferenceCollator(
+                self.processor, self.family, self.validation_branches(), sampler=self.val_sampler, **common
+            ),
         }
         log.info("data: %d train / %d val records from %s", len(train), len(self.datasets["val"]), directory)
 

@@ -12,6 +12,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from mmpo.config import NEGATIVE_SAMPLERS
 from mmpo.negatives.base import NegativeSampler, OtherImage, seeded_generator
 from mmpo.negatives.blank import BlankSampler
 from mmpo.negatives.crop import CropSampler, sample_crop_box
@@ -48,7 +49,7 @@ def build_negative_sampler(cfg: Mapping[str, Any] | None) -> NegativeSampler | N
     if cfg.get("_target_") is None:
         raise ValueError(
             f"negative_sampler config {dict(cfg)!r} has no _target_; choose one of "
-            "conf/negative_sampler/*.yaml (crop, crop_20_50, diffusion, random_image, blank, rotate, mocov2, none)"
+            f"conf/negative_sampler/*.yaml {[*NEGATIVE_SAMPLERS, 'none']}"
         )
     try:
         sampler = instantiate(cfg)
