@@ -316,3 +316,30 @@ def test_ddp_precompute_splits_the_reference_pass_across_ranks(tmp_path):
         assert proc.stdout.count(f"scoring 4 {split} records") == 2, proc.stdout[-3000:]
     assert len(single) == 32  # 16 records x (chosen, rejected)
     assert ddp == pytest.approx(single, abs=1e-5, nan_ok=True)  # same keys, same values
+
+
+def test_benchmarks_after_training_write_the_evaluate_results_and_log_them(compose, shapes_dir):
+    cfg = compose(
+        [
+            "benchmark=shapes_pope",
+            f"benchmarks.shapes_pope.path={shapes_dir}",
+            "benchmarks.shapes_pope.world.num_scenes=40",
+            "benchmarks.shapes_pope.limit=6",
+        ]
+    )
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    document = json.loads((out / "benchmarks" / "shapes_pope.json").read_text())
+    assert document["model"]["run"] == str(out) and document["model"]["weights"] == "adapter"
+    assert document["num_items"] == 6
+    for key, value in document["metrics"].items():
+        assert logged(out, f"benchmark/shapes_pope/{key}") == [pytest.approx(value)]
+
+
+def test_missing_benchmark_data_stops_the_run_before_training(compose, tmp_path):
+    from mmpo.benchmarks.base import BenchmarkDataMissing
+
+    cfg = compose(["benchmark=pope", f"benchmarks.pope.path={tmp_path / 'nowhere'}"])
+    with pytest.raises(BenchmarkDataMissing, match="benchmarks.pope.path"):
+        run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

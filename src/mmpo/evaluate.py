@@ -59,7 +59,7 @@ def load_benchmarks(cfg: DictConfig) -> dict[str, tuple[Benchmark, list[EvalItem
         try:
             loaded[name] = (benchmark, benchmark.items())
         except BenchmarkDataMissing as error:
-            error.args = (f"{error}\nIn evaluate.py this key is `benchmarks.{name}.path`.",)
+            error.args = (f"{error}\nThe key to set: `benchmarks.{name}.path`.",)
             raise
     return loaded
 

@@ -82,6 +82,10 @@ def run(cfg: DictConfig) -> float | None:
     from mmpo.modules.preference import PreferenceModule
     from mmpo.negatives import build_negative_sampler
 
+    if cfg.get("benchmarks"):
+        from mmpo.evaluate import load_benchmarks
+
+        load_benchmarks(cfg)  # missing benchmark data fails now, not after training
     start = time.time()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,18 +111,44 @@ def run(cfg: DictConfig) -> float | None:
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if trainer.is_global_zero:
+            save_weights(module.policy, processor, out)
+            datamodule.write_report(out, module.dropped)
+            if cfg.get("benchmarks"):
+                evaluate_trained(cfg, out, trainer)
+            line = summary_line(cfg, metrics, time.time() - start, trainer.global_step)
+            (out / "summary.txt").write_text(line + "\n")
+            log.info("run directory: %s", out)
+            print(line)
     finally:
         finish_wandb_runs(trainer)
-
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if trainer.is_global_zero:
-        save_weights(module.policy, processor, out)
-        datamodule.write_report(out, module.dropped)
-        line = summary_line(cfg, metrics, time.time() - start, trainer.global_step)
-        (out / "summary.txt").write_text(line + "\n")
-        log.info("run directory: %s", out)
-        print(line)
     return metrics.get(cfg.get("optimized_metric"))
+
+
+def evaluate_trained(cfg: DictConfig, out: Path, trainer: L.Trainer) -> dict[str, dict[str, float]]:
+    """``benchmark=[...]`` on the train command line: the saved run is evaluated exactly as
+    ``python evaluate.py run=<out>`` would (results in ``<out>/benchmarks/<name>.json``), and the metrics
+    go to the run's loggers as ``benchmark/<name>/<metric>`` at the last step."""
+    from mmpo import evaluate
+
+    eval_cfg = OmegaConf.create(
+        {
+            "run": str(out),
+            "benchmarks": OmegaConf.to_container(cfg.benchmarks, resolve=True),
+            "merge_adapter": False,
+            "batch_size": 16,
+            "device": "auto",
+            "seed": cfg.seed,
+            "progress": trainer.progress_bar_callback is not None,
+        }
+    )
+    results = evaluate.run(eval_cfg)
+    flat = {f"benchmark/{name}/{k}": v for name, metrics in results.items() for k, v in metrics.items()}
+    for logger in trainer.loggers:
+        logger.log_metrics(flat, step=trainer.global_step)
+        logger.save()
+    return results
 
 
 def save_weights(policy, processor, out: Path) -> None:
@@ -130,12 +160,18 @@ def save_weights(policy, processor, out: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from mmpo.benchmarks.base import BenchmarkDataMissing
     from mmpo.data.records import RecordError
     from mmpo.models.loading import ModelPathError
 
     try:
         return run(cfg)
-    except (ConfigError, RecordError, ModelPathError) as error:  # bad input: the message says what to fix
+    except (
+        ConfigError,
+        RecordError,
+        ModelPathError,
+        BenchmarkDataMissing,
+    ) as error:  # bad input: the message says what to fix
         print(f"mmpo: {error}", file=sys.stderr)
         sys.exit(2)
 
