@@ -59,8 +59,8 @@ def test_chosen_and_rejected_differ_only_in_one_hallucinated_object(shapes_dir):
             continue
         chosen, rejected = record.chosen.split(" "), record.rejected.split(" ")
         assert len(chosen) == len(rejected)
-        diff = [(c, r) for c, r in zip(chosen, rejected, strict=True) if c != r]
-        assert 1 <= len(diff) <= 2  # colour and/or shape word of one object
+        diff = [i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if c != r]
+        assert diff and diff[-1] - diff[0] <= 2  # article, colour and/or shape word of one object
         assert record.meta["hallucinated"] not in record.meta["objects"]
         assert record.meta["hallucinated"] in record.rejected
 
@@ -99,3 +99,12 @@ def test_describe_and_hallucinate():
     objects, name = shapes.hallucinate(scene, random.Random(2))
     assert name not in scene.object_names()
     assert shapes.describe(objects) != shapes.describe(scene.objects)
+
+
+def test_descriptions_use_the_right_article():
+    objects = [
+        shapes.ShapeObject("orange", "square", "top left"),
+        shapes.ShapeObject("red", "circle", "top right"),
+    ]
+    assert shapes.describe(objects) == "An orange square at the top left and a red circle at the top right."
+    assert shapes.describe(objects[1:]) == "A red circle at the top right."

@@ -17,7 +17,7 @@ present| / Σ |present|``, ``avg_words``.
 
 ``shapes_pope`` (:class:`ShapesPOPE`): POPE's protocol on the shapes world. For a scene with present
 objects ``P`` and absent objects ``A`` (the rest of the vocabulary), every split asks
-"Is there a <name> in the image?" once for each ``p ∈ P`` (label yes) and for ``|P|`` negatives from
+"Is there a/an <name> in the image?" once for each ``p ∈ P`` (label yes) and for ``|P|`` negatives from
 ``A`` (label no), chosen per split:
 
 - ``random``: uniformly without replacement, by a generator seeded with (``sampling_seed``, scene id);
@@ -246,7 +246,7 @@ class ShapesPOPE(POPE):
                     EvalItem(
                         f"{split}/{held.scene.id}/{name}",
                         held.image,
-                        self.with_suffix(f"Is there a {name} in the image?"),
+                        self.with_suffix(f"Is there {shapes.with_article(name)} in the image?"),
                         {"split": split, "label": label, "object": name, "scene": held.scene.id},
                     )
                     for name, label in asked

@@ -37,7 +37,7 @@ CONTEXTS: tuple[str, ...] = (
     "Homework for the shapes lesson.",
 )
 SPLITS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: 'an orange ...'
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,14 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
     return image
 
 
+def with_article(name: str) -> str:
+    """'a red circle', 'an orange square'."""
+    return ("an " if name[0] in "aeiou" else "a ") + name
+
+
 def describe(objects: tuple[ShapeObject, ...] | list[ShapeObject]) -> str:
     """'A red circle at the top left and a blue square at the bottom right.'"""
-    parts = [f"a {o.name} at the {o.cell}" for o in objects]
+    parts = [f"{with_article(o.name)} at the {o.cell}" for o in objects]
     text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return text[0].upper() + text[1:] + "."
 
@@ -128,7 +133,7 @@ def scene_records(scene: Scene, image_path: str, rng: random.Random) -> list[dic
     question = {
         "id": f"{scene.id}-qa",
         "images": [image_path],
-        "prompt": f"Is there a {asked} in the image? Answer yes or no.",
+        "prompt": f"Is there {with_article(asked)} in the image? Answer yes or no.",
         "chosen": "Yes." if present else "No.",
         "rejected": "No." if present else "Yes.",
         "meta": {**meta, "kind": "qa", "asked": asked, "label": "yes" if present else "no"},
