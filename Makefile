@@ -31,10 +31,10 @@ train: install ## Run the main job: python train.py (DPO, tiny LLaVA, shapes wor
 	$(PY) train.py $(ARGS)
 
 test: install ## Run the default test suite (< 15 min on 2 CPU cores)
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-full: install ## Run every test, the slow ones too
-	$(PY) -m pytest -n 2 -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
 
 lint: install ## ruff check + format check
 	$(VENV)/bin/ruff check src tests scripts

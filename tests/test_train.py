@@ -195,6 +195,7 @@ def stderr_of_every_rank(proc: subprocess.CompletedProcess) -> str:
     return "\n--- next traceback ---\n".join(tracebacks) + "\n--- stderr tail ---\n" + proc.stderr[-3000:]
 
 
+@pytest.mark.xdist_group("ddp")  # one DDP job at a time: each runs two processes on the two cores
 def test_ddp_cpu_two_processes_log_global_metrics(tmp_path):
     """Two gloo processes: the logged validation log-prob equals the single-process value for the same
     weights (each rank sees half of the validation set, so only a synced metric can match). The shapes
@@ -280,6 +281,7 @@ def test_no_image_ablation_trains_without_images_and_validates_with_them(compose
     assert "pixel_values" in val.rows[CHOSEN].tensors
 
 
+@pytest.mark.xdist_group("ddp")
 def test_ddp_precompute_splits_the_reference_pass_across_ranks(tmp_path):
     """reference=precomputed on two gloo processes: each rank scores half of the records, and the cache
     rank 0 writes holds exactly the entries a single-process pass computes on the same data."""
@@ -315,7 +317,8 @@ def test_ddp_precompute_splits_the_reference_pass_across_ranks(tmp_path):
     for split in ("train", "val"):  # 8 records per split, 4 on each rank
         assert proc.stdout.count(f"scoring 4 {split} records") == 2, proc.stdout[-3000:]
     assert len(single) == 32  # 16 records x (chosen, rejected)
-    assert ddp == pytest.approx(single, abs=1e-5, nan_ok=True)  # same keys, same values
+    # same keys, same values up to fp32 rounding (the ranks batch the records differently)
+    assert ddp == pytest.approx(single, rel=1.3e-6, abs=1e-5, nan_ok=True)
 
 
 def test_benchmarks_after_training_write_the_evaluate_results_and_log_them(compose, shapes_dir):
