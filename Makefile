@@ -72,7 +72,7 @@ repro-mdpo-table2: sft-base ## mDPO Table 2 on shapes: full / -CoPO / -AncPO / -
 
 repro-mdpo-table3: sft-base ## mDPO Table 3 on shapes: rejected image = random image / crop 0-20% / crop 20-50% / MoCo v2
 	$(MDPO_SWEEP) negative_sampler=random_image,crop,crop_20_50,mocov2 negative_sampler@val_negative_sampler=crop hydra.sweep.dir=$(REPRO)/mdpo_table3
-	$(TABLE) $(REPRO)/mdpo_table3 --out $(REPRO)/mdpo_table3/results
+	$(TABLE) $(REPRO)/mdpo_table3 --out $(REPRO)/mdpo_table3/results --ignore "negative_sampler@val_negative_sampler"
 
 repro-mdpo-table4: sft-base ## mDPO Table 4 on shapes: anchors y_w / y_w,y_l / y_w,y_l,m_l
 	$(MDPO_SWEEP) 'loss.anchors=[chosen],[chosen,rejected],[chosen,rejected,corrupted]' hydra.sweep.dir=$(REPRO)/mdpo_table4
