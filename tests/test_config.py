@@ -40,11 +40,13 @@ def test_every_group_named_in_the_design_exists():
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_of_every_group_composes(compose, group, option):
-    cfg = compose([f"+{group}={option}" if group == "benchmark" else f"{group}={option}"])
+    cfg = compose([f"{group}={option}"])
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.to_container(job, resolve=True)  # every interpolation resolves
     if group == "loss":
         assert cfg.loss.name == option
+    if group == "benchmark":  # evaluated after training
+        assert list(cfg.benchmarks) == [option]
 
 
 def test_cfg_job_prints_a_real_model_config_without_touching_the_model_path(tmp_path):
