@@ -51,7 +51,15 @@ def test_every_option_of_every_group_composes(compose, group, option):
 
 def test_cfg_job_prints_a_real_model_config_without_touching_the_model_path(tmp_path):
     out = subprocess.run(
-        [sys.executable, "train.py", "--cfg", "job", "loss=dpo", "model=llava7b"],
+        [
+            sys.executable,
+            "train.py",
+            "--cfg",
+            "job",
+            "loss=dpo",
+            "model=llava7b",
+            f"hydra.run.dir={tmp_path}",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -70,9 +78,9 @@ def test_cfg_job_prints_a_real_model_config_without_touching_the_model_path(tmp_
         (["model=llava7b", "model.path=/nowhere/llava"], "model.path='/nowhere/llava'"),
     ],
 )
-def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message):
+def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message, tmp_path):
     out = subprocess.run(
-        [sys.executable, "train.py", "logger=csv", *overrides],
+        [sys.executable, "train.py", "logger=csv", *overrides, f"hydra.run.dir={tmp_path}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -135,7 +143,14 @@ def test_a_bad_record_stops_the_run_with_file_line_and_id_not_a_traceback(tmp_pa
     for name in ("train.jsonl", "val.jsonl"):
         (tmp_path / name).write_text(bad)
     out = subprocess.run(
-        [sys.executable, "train.py", "logger=csv", "data=files", f"data.path={tmp_path}"],
+        [
+            sys.executable,
+            "train.py",
+            "logger=csv",
+            "data=files",
+            f"data.path={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
