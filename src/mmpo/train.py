@@ -116,6 +116,7 @@ def run(cfg: DictConfig) -> float | None:
             save_weights(module.policy, processor, out)
             datamodule.write_report(out, module.dropped)
             if cfg.get("benchmarks"):
+                module.cpu()  # the accelerator's memory goes to the reloaded copy that is evaluated
                 evaluate_trained(cfg, out, trainer)
             line = summary_line(cfg, metrics, time.time() - start, trainer.global_step)
             (out / "summary.txt").write_text(line + "\n")
