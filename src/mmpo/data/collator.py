@@ -24,7 +24,7 @@ from transformers import ProcessorMixin
 from mmpo.branches import Branch
 from mmpo.config import NEGATIVE_SAMPLERS
 from mmpo.data.records import Record, RecordError
-from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows, concat_rows
+from mmpo.data.rows import IGNORE_INDEX, TOKEN_KEYS, PreferenceBatch, Rows, concat_rows
 from mmpo.models.families import Family
 from mmpo.negatives.base import NegativeSampler, seeded_generator
 
@@ -141,11 +141,7 @@ class PreferenceCollator:
         text = self.family.chat_prompt(self.processor, self._prompt_text(example, branch), len(images))
         encoded = self.processor(text=[text], images=images or None, return_tensors="pt")
         prompt_ids = encoded["input_ids"][0]
-        image_inputs = {
-            k: v
-            for k, v in encoded.items()
-            if k not in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
-        }
+        image_inputs = {k: v for k, v in encoded.items() if k not in TOKEN_KEYS}
         self._check_image_tokens(record, prompt_ids, image_inputs, len(images))
         if branch.image == "corrupted" and images and self.sampler.apply_to == "pixels":
             generator = self._generator(example, stream)
@@ -167,11 +163,7 @@ class PreferenceCollator:
             if self.truncation == "delete" or room < 1:
                 raise TooLong("prompt_too_long" if room < 1 else "too_long")
             response_ids = response_ids[:room]
-        tensors = {
-            k: v
-            for k, v in encoded.items()
-            if k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
-        }
+        tensors = {k: v for k, v in encoded.items() if k in TOKEN_KEYS}
         n = len(response_ids)
         tensors["input_ids"] = torch.cat([prompt_ids, response_ids])[None]
         tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
