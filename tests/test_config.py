@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -159,3 +160,16 @@ def test_a_bad_record_stops_the_run_with_file_line_and_id_not_a_traceback(tmp_pa
     assert out.returncode == 2
     assert f"{tmp_path / 'train.jsonl'}:1 (record id 'r1'): field 'chosen'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_readme_lists_every_option_of_every_group():
+    """The README's config-group table is the user's map of the tree; it must not drift from conf/."""
+    readme = (ROOT / "README.md").read_text()
+    listed: dict[str, set[str]] = {}
+    for line in readme.splitlines():
+        cells = line.split("|")
+        if line.startswith("| `") and len(cells) >= 4:
+            for group in re.findall(r"`([a-z_]+)`", cells[1]):
+                listed[group] = set(re.findall(r"`([a-z0-9_]+)`", cells[2]))
+    for group in GROUPS:
+        assert set(options(group)) <= listed[group], (group, set(options(group)) - listed[group])
