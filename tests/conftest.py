@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+
+
+def train_cli(*args: str, run_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python train.py <args> hydra.run.dir=<run_dir>`` in the checkout, as a user types it; output captured."""
+    return subprocess.run(
+        [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")

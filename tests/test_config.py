@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 from omegaconf import OmegaConf
 
 from mmpo.config import ConfigError, check_config
 
-from .conftest import CONF_DIR, ROOT
+from .conftest import CONF_DIR, ROOT, train_cli
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 
@@ -51,21 +49,7 @@ def test_every_option_of_every_group_composes(compose, group, option):
 
 
 def test_cfg_job_prints_a_real_model_config_without_touching_the_model_path(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "--cfg",
-            "job",
-            "loss=dpo",
-            "model=llava7b",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = train_cli("--cfg", "job", "loss=dpo", "model=llava7b", run_dir=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
     assert cfg.model.name == "llava7b" and cfg.model.family == "llava" and cfg.loss.name == "dpo"
@@ -80,13 +64,7 @@ def test_cfg_job_prints_a_real_model_config_without_touching_the_model_path(tmp_
     ],
 )
 def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message, tmp_path):
-    out = subprocess.run(
-        [sys.executable, "train.py", "logger=csv", *overrides, f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = train_cli("logger=csv", *overrides, run_dir=tmp_path, timeout=120)
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -143,19 +121,8 @@ def test_a_bad_record_stops_the_run_with_file_line_and_id_not_a_traceback(tmp_pa
     bad = '{"id": "r1", "images": [], "prompt": "p", "chosen": "", "rejected": "r"}\n'
     for name in ("train.jsonl", "val.jsonl"):
         (tmp_path / name).write_text(bad)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "logger=csv",
-            "data=files",
-            f"data.path={tmp_path}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = train_cli(
+        "logger=csv", "data=files", f"data.path={tmp_path}", run_dir=tmp_path / "run", timeout=120
     )
     assert out.returncode == 2
     assert f"{tmp_path / 'train.jsonl'}:1 (record id 'r1'): field 'chosen'" in out.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 
 from mmpo.train import run
 
-from .conftest import ROOT
+from .conftest import train_cli
 
 
 def metrics_rows(run_dir: Path) -> list[dict]:
@@ -213,33 +212,13 @@ def test_ddp_cpu_two_processes_log_global_metrics(tmp_path):
         "trainer.max_steps=2",
         "optim.lr=5e-3",
     ]
-    proc = subprocess.run(
-        [sys.executable, "train.py", "trainer=ddp_cpu", *common, f"hydra.run.dir={out}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = train_cli("trainer=ddp_cpu", *common, run_dir=out)
     assert proc.returncode == 0, stderr_of_every_rank(proc)
     key = "val/logps/chosen@original"
     ddp_val = logged(out, key)[-1]
     assert "steps=2" in (out / "summary.txt").read_text()
     check = tmp_path / "single"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            *common,
-            "optim.lr=0",
-            "trainer.max_steps=-1",
-            f"model.init_from={out}",
-            f"hydra.run.dir={check}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = train_cli(*common, "optim.lr=0", "trainer.max_steps=-1", f"model.init_from={out}", run_dir=check)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single_val = logged(check, key)[-1]
     assert ddp_val == pytest.approx(single_val, abs=1e-4)
@@ -299,13 +278,7 @@ def test_ddp_precompute_splits_the_reference_pass_across_ranks(tmp_path):
     ]
 
     def cache_of(*overrides: str, out: Path) -> tuple[dict, subprocess.CompletedProcess]:
-        proc = subprocess.run(
-            [sys.executable, "train.py", *common, *overrides, f"hydra.run.dir={out}"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = train_cli(*common, *overrides, run_dir=out)
         assert proc.returncode == 0, stderr_of_every_rank(proc)
         (path,) = (world / "reference_cache").glob("*.pt")
         entries = torch.load(path, weights_only=True)["entries"]
