@@ -129,6 +129,9 @@ NEGATIVE_SAMPLERS: tuple[str, ...] = (
 )
 """The options of ``conf/negative_sampler`` besides ``none``."""
 
+SAMPLER_KEYS = ("negative_sampler", "val_negative_sampler")
+"""The config nodes that hold a sampler: training's corruption and the optional validation one."""
+
 ALLOWED: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.quantization.quant_type": ("nf4", "fp4"),
@@ -210,7 +213,7 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(
             f"loss={loss_name} needs a corrupted image; negative_sampler allowed: {list(NEGATIVE_SAMPLERS)}"
         )
-    for key in ("negative_sampler", "val_negative_sampler"):
+    for key in SAMPLER_KEYS:
         if cfg.get(key):
             from mmpo.negatives import build_negative_sampler
 
@@ -232,16 +235,13 @@ def _precomputed_problems(cfg: DictConfig, loss) -> list[str]:
     from mmpo.engine.cache import epoch_dependent
 
     problems = []
-    if any(
-        (cfg.get(key) or {}).get("resample_per_forward")
-        for key in ("negative_sampler", "val_negative_sampler")
-    ):
+    if any((cfg.get(key) or {}).get("resample_per_forward") for key in SAMPLER_KEYS):
         problems.append(
             "reference=precomputed cannot hold negative_sampler.resample_per_forward=true (a fresh "
             "corruption on every forward); set it to false or use reference=adapter_off|copy"
         )
     # validation adds chosen@corrupted (image-reliance diagnostics) whenever a sampler is configured
-    has_sampler = cfg.get("negative_sampler") or cfg.get("val_negative_sampler")
+    has_sampler = any(cfg.get(key) for key in SAMPLER_KEYS)
     branches = [*loss.branches, *([CHOSEN_CORRUPTED] if has_sampler else [])]
     seeded = sorted({str(b) for b in branches if epoch_dependent(b)})
     if seeded and not cfg.model.lora.enabled and cfg.trainer.get("max_epochs") != 1:

@@ -101,10 +101,13 @@ def results_dir(cfg: DictConfig, trained: TrainedRun | None) -> Path:
     return out / "benchmarks"
 
 
-def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Evaluate and write one JSON per benchmark; returns ``{benchmark: metrics}``."""
+def run(
+    cfg: DictConfig, benchmarks: dict[str, tuple[Benchmark, list[EvalItem]]] | None = None
+) -> dict[str, dict[str, float]]:
+    """Evaluate and write one JSON per benchmark; returns ``{benchmark: metrics}``. ``benchmarks``: the
+    result of :func:`load_benchmarks` when the caller has already read them."""
     trained: TrainedRun | None = find_run(cfg.run) if cfg.run else None
-    benchmarks = load_benchmarks(cfg)
+    benchmarks = benchmarks or load_benchmarks(cfg)
     if trained is None:
         model, processor, family = load_untrained(cfg.model)
     else:

@@ -82,10 +82,11 @@ def run(cfg: DictConfig) -> float | None:
     from mmpo.modules.preference import PreferenceModule
     from mmpo.negatives import build_negative_sampler
 
+    benchmarks = None
     if cfg.get("benchmarks"):
         from mmpo.evaluate import load_benchmarks
 
-        load_benchmarks(cfg)  # missing benchmark data fails now, not after training
+        benchmarks = load_benchmarks(cfg)  # missing benchmark data fails now, not after training
     start = time.time()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,9 +116,9 @@ def run(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:
             save_weights(module.policy, processor, out)
             datamodule.write_report(out, module.dropped)
-            if cfg.get("benchmarks"):
+            if benchmarks:
                 module.cpu()  # the accelerator's memory goes to the reloaded copy that is evaluated
-                evaluate_trained(cfg, out, trainer)
+                evaluate_trained(cfg, out, trainer, benchmarks)
             line = summary_line(cfg, metrics, time.time() - start, trainer.global_step)
             (out / "summary.txt").write_text(line + "\n")
             log.info("run directory: %s", out)
@@ -127,7 +128,9 @@ def run(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric"))
 
 
-def evaluate_trained(cfg: DictConfig, out: Path, trainer: L.Trainer) -> dict[str, dict[str, float]]:
+def evaluate_trained(
+    cfg: DictConfig, out: Path, trainer: L.Trainer, benchmarks: dict
+) -> dict[str, dict[str, float]]:
     """``benchmark=[...]`` on the train command line: the saved run is evaluated exactly as
     ``python evaluate.py run=<out>`` would (results in ``<out>/benchmarks/<name>.json``), and the metrics
     go to the run's loggers as ``benchmark/<name>/<metric>`` at the last step."""
@@ -144,7 +147,7 @@ def evaluate_trained(cfg: DictConfig, out: Path, trainer: L.Trainer) -> dict[str
             "progress": trainer.progress_bar_callback is not None,
         }
     )
-    results = evaluate.run(eval_cfg)
+    results = evaluate.run(eval_cfg, benchmarks)
     flat = {f"benchmark/{name}/{k}": v for name, metrics in results.items() for k, v in metrics.items()}
     for logger in trainer.loggers:
         logger.log_metrics(flat, step=trainer.global_step)
