@@ -146,10 +146,15 @@ def aggregate(results: Sequence[RunResult], patterns: Sequence[str]) -> Table:
     """Group runs by method (first-seen order); the columns are the metrics matching ``patterns``, in
     pattern order."""
     names = dict.fromkeys(key for result in results for key in result.metrics)
+    if not names:
+        raise SystemExit(
+            f"none of the {len(results)} runs logged validation metrics or benchmark results (a run that "
+            "stops before validating logs none); nothing to tabulate"
+        )
     columns = [key for pattern in patterns for key in names if fnmatch(key, pattern)]
     columns = list(dict.fromkeys(columns))
     if not columns:
-        raise ValueError(f"no metric matches {list(patterns)}; available: {list(names)}")
+        raise SystemExit(f"no metric matches {list(patterns)}; available: {list(names)}")
     rows: dict[str, dict[str, Cell]] = {}
     counts: dict[str, int] = {}
     for result in results:
@@ -220,7 +225,9 @@ def log_to_wandb(rows: list[list[str | float | int]], out: Path, project: str) -
         dir=str(out),
         mode=os.environ.get("WANDB_MODE", "offline"),
     )
-    run.log({"results": wandb.Table(columns=[str(c) for c in rows[0]], data=rows[1:])})
+    # a missing cell is None, never "": wandb types each column from its values and rejects mixed ones
+    data = [[None if value == "" else value for value in row] for row in rows[1:]]
+    run.log({"results": wandb.Table(columns=[str(c) for c in rows[0]], data=data)})
     run.finish()
 
 

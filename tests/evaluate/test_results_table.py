@@ -101,8 +101,28 @@ def test_no_results_and_unknown_metrics_are_reported(results_table, tmp_path):
     with pytest.raises(SystemExit, match="train or evaluate first"):
         results_table.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     fake_run(tmp_path / "r", "dpo", [], {"shapes_pope": {"avg/accuracy": 0.5}})
-    with pytest.raises(ValueError, match="available"):
+    with pytest.raises(SystemExit, match="available"):
         results_table.main([str(tmp_path / "r"), "--metrics", "nope/*", "--out", str(tmp_path / "o")])
+
+
+def test_runs_without_validation_metrics_end_with_a_message_not_a_traceback(results_table, tmp_path):
+    run = fake_run(tmp_path / "r", "dpo", [], {})
+    (run / "metrics.csv").write_text("epoch,step,train/loss_step\n0,1,0.7\n")  # stopped before validating
+    with pytest.raises(SystemExit, match="none of the 1 runs logged validation metrics"):
+        results_table.main([str(run), "--out", str(tmp_path / "o"), "--wandb", "off"])
+
+
+def test_runs_with_different_metrics_make_one_wandb_table(results_table, tmp_path, monkeypatch):
+    """A method without a column gets an empty cell: the md/csv show it, the wandb table holds None."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (fake_run(tmp_path / "a", "dpo", [], {"shapes_pope": {"avg/accuracy": 0.5}}) / "wandb").mkdir()
+    fake_run(tmp_path / "b", "mdpo", [], {"shapes_chair": {"CHAIRi": 0.2}})
+    results_table.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")])
+    (table,) = (tmp_path / "o" / "wandb").glob("offline-run-*/files/media/table/results_*.table.json")
+    assert json.loads(table.read_text())["data"] == [
+        ["dpo", 1, 0.5, 0.0, None, None],
+        ["mdpo", 1, None, None, 0.2, 0.0],
+    ]
 
 
 def test_runs_logged_to_wandb_get_the_table_there(results_table, tmp_path, monkeypatch):
