@@ -144,7 +144,7 @@ def build_policy(args: argparse.Namespace) -> torch.nn.Module:
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config)
     if not args.no_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     lora = OmegaConf.create(
         {
             "lora": {

@@ -74,7 +74,7 @@ def make_policy(
     model.set_attn_implementation(attn_implementation)
     family = get_family(family_name)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     cfg = OmegaConf.create(
         {
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-llm-linear"},
