@@ -47,10 +47,17 @@ def compose(tmp_path, shapes_dir):
 
     import mmpo.config  # noqa: F401  (registers the structured configs)
 
-    def _compose(overrides: list[str] = (), small: bool = True):
+    def _compose(overrides: list[str] = (), small: bool = True, quiet: bool = True):
+        """``small`` shrinks the data and the run; ``quiet`` logs to CSV only, without progress output."""
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            base = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+            base = []
+            if quiet:
+                base += [
+                    "logger=csv",
+                    "trainer.enable_progress_bar=false",
+                    "trainer.enable_model_summary=false",
+                ]
             if small:
                 base += [
                     "data.limit_train=4",
@@ -66,7 +73,8 @@ def compose(tmp_path, shapes_dir):
             del cfg["hydra"]  # as in a real run, the job config has no hydra node
             cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.data_dir = str(shapes_dir.parent)
-            cfg.data.path = str(shapes_dir) if cfg.data.source == "shapes" else cfg.data.path
+            if cfg.data.source == "shapes":
+                cfg.data.path = str(shapes_dir)
         return cfg
 
     yield _compose

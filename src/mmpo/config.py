@@ -8,17 +8,29 @@ checks allowed values and combinations across groups, before any model loads, an
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: ``train.py``, ``conf/``, ``src/``."""
+CONF_DIR = ROOT / "conf"
 
 
 class ConfigError(ValueError):
-    """An invalid configuration, detected at start-up."""
+    """An invalid configuration, detected at start-up: one problem, or a list reported together."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        message = "invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(problems if isinstance(problems, str) else message)
 
 
 @dataclass
@@ -71,7 +83,7 @@ class ShapesSchema:
 class DataSchema:
     name: str = "shapes"
     source: str = "shapes"  # shapes (generated under `path`) | files (JSONL records under `path`)
-    path: str = "data/shapes"
+    path: str = MISSING
     train_file: str = "train.jsonl"
     val_file: str = "val.jsonl"
     batch_size: int = 4
@@ -108,15 +120,77 @@ class OptimSchema:
 
 
 def register_configs() -> None:
+    """The schemas are root-level configs (not options of the groups they type, so ``--help`` does not list
+    them); a group's file puts its schema first (``defaults: [/model_schema@_here_, _self_]``)."""
     cs = ConfigStore.instance()
-    cs.store(group="model", name="model_schema", node=ModelSchema)
-    cs.store(group="data", name="data_schema", node=DataSchema)
-    cs.store(group="reference", name="reference_schema", node=ReferenceSchema)
-    cs.store(name="engine_schema", node=EngineSchema, package="engine")
-    cs.store(name="optim_schema", node=OptimSchema, package="optim")
+    for name, node in (
+        ("model_schema", ModelSchema),
+        ("data_schema", DataSchema),
+        ("reference_schema", ReferenceSchema),
+        ("engine_schema", EngineSchema),
+        ("optim_schema", OptimSchema),
+    ):
+        cs.store(name=name, node=node)
+
+
+RUN_TAG_EXCLUDED = ("hydra.*", "paths.*", "logger", "logger.*", "trainer.enable_*", "experiment", "run_name")
+"""Overrides that do not define what a run computes, left out of its directory name (:func:`run_tag`)."""
+RUN_TAG_LENGTH = 96
+
+
+def run_tag(prefix: str = "") -> str:
+    """The command-line overrides that define a run, as a file name that can be passed back on the command
+    line (``ckpt_path=<run dir>``, ``model.init_from=<run dir>``): ``data.image:none+seed:1`` after
+    ``prefix``; empty (no prefix either) without such overrides.
+
+    ``key=value`` becomes ``key:value`` and overrides are joined by ``+`` (``=`` and ``,`` are Hydra
+    syntax); path values keep their last two components (``model.init_from:sft_shapes-base``), list
+    brackets are dropped, other characters outside ``[A-Za-z0-9._:+-]`` become ``-``, and a tag longer than
+    :data:`RUN_TAG_LENGTH` is cut and ended by 8 hex digits of its full text's hash."""
+    from fnmatch import fnmatch
+
+    from hydra.core.hydra_config import HydraConfig
+
+    parts = []
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        if any(fnmatch(key, pattern) for pattern in RUN_TAG_EXCLUDED):
+            continue
+        if "/" in value:
+            value = "-".join(Path(value).parts[-2:])
+        text = f"{key}:{value.strip('[]').replace(',', '+')}" if value else key
+        parts.append(re.sub(r"[^A-Za-z0-9._:+-]", "-", text))
+    tag = "+".join(parts)
+    if len(tag) > RUN_TAG_LENGTH:
+        digest = hashlib.blake2b(tag.encode(), digest_size=4).hexdigest()
+        tag = f"{tag[: RUN_TAG_LENGTH - 9]}-{digest}"
+    return f"{prefix}{tag}" if tag else ""
+
+
+SHARED_RUN_IDS = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID")
+"""Launchers that start every rank as its own process and tell them one id (``torchrun --rdzv-id``, SLURM)."""
+
+
+def unique_id() -> str:
+    """6 hex digits that tell two runs started in the same second apart. The ranks of one job that a
+    launcher starts as separate processes share theirs (derived from the launcher's job id), so they
+    agree on one run directory."""
+    shared = next((os.environ[k] for k in SHARED_RUN_IDS if os.environ.get(k, "none") != "none"), None)
+    if shared is None:
+        return secrets.token_hex(3)
+    return hashlib.blake2b(shared.encode(), digest_size=3).hexdigest()
+
+
+def register_resolvers() -> None:
+    """``${cwd:}`` (the working directory), ``${unique:}`` (:func:`unique_id`, fixed for the process's
+    config) and ``${run_tag:}``."""
+    OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("unique", unique_id, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)
 
 
 register_configs()
+register_resolvers()
 
 NEGATIVE_SAMPLERS: tuple[str, ...] = (
     "crop",
@@ -133,8 +207,6 @@ SAMPLER_KEYS = ("negative_sampler", "val_negative_sampler")
 """The config nodes that hold a sampler: training's corruption and the optional validation one."""
 
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.quantization.quant_type": ("nf4", "fp4"),
     "data.source": ("shapes", "files"),
     "data.truncation": ("delete", "truncate_response", "raise"),
     "data.on_error": ("raise", "skip"),
@@ -149,44 +221,31 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 def check_config(cfg: DictConfig) -> None:
     """Raise one :class:`ConfigError` listing every invalid value or combination."""
     from mmpo.losses import LOSSES, build_loss
-    from mmpo.models.families import family_error
-    from mmpo.models.loading import TINY_BUILDERS
+    from mmpo.models.loading import model_problems
 
-    problems: list[str] = []
+    problems: list[str] = [
+        f"{key} must be set (it is ??? in conf/): add {key}=... to the command line"
+        for key in missing_keys(cfg)
+    ]
+    if problems:  # every other check may read them
+        raise ConfigError(problems)
     for key, values in ALLOWED.items():
         value = OmegaConf.select(cfg, key)
         if value not in values:
             problems.append(f"{key}={value!r}; allowed: {list(values)}")
-    if error := family_error(cfg.model.family):
-        problems.append(error)
 
     loss_name = cfg.loss.get("name")
     if loss_name not in LOSSES:
         problems.append(f"loss.name={loss_name!r}; allowed: {sorted(LOSSES)}")
-        raise ConfigError(_message(problems))
+        raise ConfigError(problems)
     try:
         loss = build_loss(cfg.loss)
     except Exception as error:  # noqa: BLE001 - reported with the key, then re-raised as ConfigError
         problems.append(f"loss={loss_name}: {getattr(error, '__cause__', None) or error}")
-        raise ConfigError(_message(problems)) from None
+        raise ConfigError(problems) from None
 
     model = cfg.model
-    if model.path is None and model.family not in TINY_BUILDERS:
-        problems.append(
-            f"model.path is null, but only {sorted(TINY_BUILDERS)} have tiny builders; "
-            f"set model.path to the local checkpoint of {model.name}"
-        )
-    if model.path is not None and not (Path(model.path).expanduser() / "config.json").is_file():
-        problems.append(
-            f"model.path={model.path!r} is not a local model directory in Hugging Face layout "
-            "(no config.json); download the checkpoint there once, mmpo never downloads"
-        )
-    if model.init_from and not Path(model.init_from).expanduser().is_dir():
-        problems.append(
-            f"model.init_from={model.init_from!r} does not exist; point it at an earlier run directory"
-        )
-    if model.quantization.load_in_4bit and not model.lora.enabled:
-        problems.append("model.quantization.load_in_4bit=true needs model.lora.enabled=true (QLoRA)")
+    problems += model_problems(model)
 
     strategy = cfg.reference.strategy
     if loss.needs_reference and strategy == "none":
@@ -227,7 +286,20 @@ def check_config(cfg: DictConfig) -> None:
             "JSONL records (README, 'Record format') from there"
         )
     if problems:
-        raise ConfigError(_message(problems))
+        raise ConfigError(problems)
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """Dotted keys of the mandatory values (``???``) that are still unset."""
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if node == "???":
+            return [prefix[:-1]]
+        if isinstance(node, dict):
+            return [key for k, v in node.items() for key in walk(v, f"{prefix}{k}.")]
+        return []
+
+    return walk(OmegaConf.to_container(cfg, resolve=False), "")
 
 
 def _precomputed_problems(cfg: DictConfig, loss) -> list[str]:
@@ -271,10 +343,8 @@ def _shared_prefix_problems(model: DictConfig) -> list[str]:
     return problems
 
 
-def _message(problems: list[str]) -> str:
-    return "invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems)
-
-
 def wandb_mode() -> str:
-    """wandb runs offline unless ``WANDB_MODE`` says otherwise."""
+    """wandb runs offline unless ``WANDB_MODE`` says otherwise, and keeps its own terminal output to
+    itself unless ``WANDB_SILENT=false`` (train.py logs where the run's files are)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
     return os.environ.setdefault("WANDB_MODE", "offline")

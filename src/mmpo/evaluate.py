@@ -36,32 +36,55 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import mmpo.config  # noqa: F401  (registers the structured configs the model group uses)
+from mmpo.bases import resolve_init_from
 from mmpo.benchmarks.base import Benchmark, BenchmarkDataMissing, EvalItem
 from mmpo.checkpoint import RunNotFound, TrainedRun, find_run, fingerprint, load_run, load_untrained
-from mmpo.config import ConfigError
+from mmpo.config import CONF_DIR, ConfigError
 from mmpo.generation import decoding_settings, generate
+from mmpo.models.loading import ModelPathError, model_problems
 
 log = logging.getLogger("mmpo")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def load_benchmarks(cfg: DictConfig) -> dict[str, tuple[Benchmark, list[EvalItem]]]:
-    """Each selected benchmark with its items; missing data is reported with the key to set."""
-    selected = cfg.get("benchmarks") or {}
-    if not selected:
-        raise ConfigError(
-            "no benchmark selected; choose from conf/benchmark/, e.g. benchmark=shapes_pope "
-            "or benchmark=[shapes_pope,shapes_chair]"
-        )
-    loaded = {}
-    for name, node in selected.items():
+    """Each selected benchmark with its items; raises one ConfigError naming every benchmark whose data
+    is missing (with the key to set), or that no benchmark is selected."""
+    loaded, problems = {}, []
+    for name, node in (cfg.get("benchmarks") or {}).items():
         benchmark = instantiate(node)
+        benchmark.config_key = f"benchmarks.{name}"
         try:
             loaded[name] = (benchmark, benchmark.items())
         except BenchmarkDataMissing as error:
-            error.args = (f"{error}\nThe key to set: `benchmarks.{name}.path`.",)
-            raise
+            problems.append(str(error))
+    if not cfg.get("benchmarks"):
+        problems.append(
+            "no benchmark selected; choose from conf/benchmark/, e.g. benchmark=shapes_pope "
+            "or benchmark=[shapes_pope,shapes_chair]"
+        )
+    if problems:
+        raise ConfigError(problems)
     return loaded
+
+
+def startup(cfg: DictConfig) -> tuple[TrainedRun | None, dict[str, tuple[Benchmark, list[EvalItem]]]]:
+    """The run to evaluate and the benchmarks with their items, or one ConfigError listing every problem
+    (run directory, model config, benchmark data) before any model loads."""
+    problems: list[str] = []
+    trained = None
+    try:
+        trained = find_run(cfg.run) if cfg.run else None
+    except RunNotFound as error:
+        problems.append(str(error))
+    if not cfg.run:
+        problems += model_problems(cfg.model)
+    try:
+        benchmarks = load_benchmarks(cfg)
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return trained, benchmarks
 
 
 def device_for(setting: str) -> torch.device:
@@ -106,9 +129,12 @@ def run(
 ) -> dict[str, dict[str, float]]:
     """Evaluate and write one JSON per benchmark; returns ``{benchmark: metrics}``. ``benchmarks``: the
     result of :func:`load_benchmarks` when the caller has already read them."""
-    trained: TrainedRun | None = find_run(cfg.run) if cfg.run else None
-    benchmarks = benchmarks or load_benchmarks(cfg)
+    if benchmarks is None:
+        trained, benchmarks = startup(cfg)
+    else:
+        trained = find_run(cfg.run) if cfg.run else None
     if trained is None:
+        resolve_init_from(cfg.model, cfg.paths.base_dir)  # base:<experiment> -> its run directory
         model, processor, family = load_untrained(cfg.model)
     else:
         model, processor, family = load_run(trained, merge=cfg.merge_adapter)
@@ -147,10 +173,10 @@ def run(
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except (ConfigError, RunNotFound, BenchmarkDataMissing) as error:
+    except (ConfigError, RunNotFound, BenchmarkDataMissing, ModelPathError) as error:
         print(f"mmpo: {error}", file=sys.stderr)
         sys.exit(2)

@@ -36,7 +36,7 @@ def test_missing_data_names_key_files_and_source(cls, tmp_path):
             cls(path=path).items()
         message = str(error.value)
         assert message.startswith(f"{cls.name}: benchmark data not found")
-        assert "`benchmark.path`" in message and state in message
+        assert f"`benchmarks.{cls.name}.path`" in message and state in message
         assert EXPECTED_FILE[cls] in message
         assert cls.source in message
     assert issubclass(BenchmarkDataMissing, FileNotFoundError)

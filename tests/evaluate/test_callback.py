@@ -1,4 +1,4 @@
-"""The benchmark callback logs bench/<name>/<metric> while a run trains."""
+"""The benchmark callback logs benchmark/<name>/<metric> while a run trains."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_callback_logs_benchmark_metrics_during_training(compose, shapes_dir):
             "callbacks.eval_shapes.every_n_steps=1",
             "callbacks.eval_shapes.benchmark.limit=6",
             "callbacks.eval_shapes.batch_size=4",
-            "optimized_metric=bench/shapes_pope/avg/accuracy",
+            "optimized_metric=benchmark/shapes_pope/avg/accuracy",
         ]
     )
     assert cfg.callbacks.eval_shapes.benchmark.path == str(shapes_dir)  # the world the run trains on
@@ -27,14 +27,14 @@ def test_callback_logs_benchmark_metrics_during_training(compose, shapes_dir):
     with open(Path(cfg.paths.output_dir) / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     logged = [
-        (int(row["step"]), float(row["bench/shapes_pope/avg/accuracy"]))
+        (int(row["step"]), float(row["benchmark/shapes_pope/avg/accuracy"]))
         for row in rows
-        if row.get("bench/shapes_pope/avg/accuracy")
+        if row.get("benchmark/shapes_pope/avg/accuracy")
     ]
     assert [step for step, _ in logged] == [1, 2]
     assert all(0.0 <= value <= 1.0 for _, value in logged)
     assert returned == pytest.approx(logged[-1][1])
-    assert "bench/shapes_pope/random/f1" in rows[0]
+    assert "benchmark/shapes_pope/random/f1" in rows[0]
 
 
 def test_callback_checks_its_interval(shapes_dir):

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mmpo.benchmarks.base import BenchmarkDataMissing
-from mmpo.checkpoint import RunNotFound
+from mmpo.config import ConfigError
 from mmpo.evaluate import run
 
 from ..conftest import ROOT
@@ -74,15 +73,23 @@ def test_full_weights_run_is_loaded_from_model_dir(compose, eval_compose, shapes
 
 
 def test_missing_run_and_missing_data_fail_before_loading_a_model(eval_compose, tmp_path):
-    with pytest.raises(RunNotFound, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         run(eval_compose([f"run={tmp_path / 'nowhere'}"]))
     (tmp_path / "unfinished").mkdir()
     (tmp_path / "unfinished" / "config.yaml").write_text("model: {}\n")
-    with pytest.raises(RunNotFound, match="neither adapter/ nor model/"):
+    with pytest.raises(ConfigError, match="neither adapter/ nor model/"):
         run(eval_compose([f"run={tmp_path / 'unfinished'}"]))
-    with pytest.raises(BenchmarkDataMissing) as error:
+    with pytest.raises(ConfigError) as error:
         run(eval_compose(["benchmark=pope", f"benchmarks.pope.path={tmp_path / 'pope'}"]))
     assert "coco_pope_random.json" in str(error.value) and "`benchmarks.pope.path`" in str(error.value)
+    # every start-up problem at once: the run and the data
+    with pytest.raises(ConfigError) as error:
+        run(
+            eval_compose(
+                [f"run={tmp_path / 'nowhere'}", "benchmark=pope", f"benchmarks.pope.path={tmp_path}"]
+            )
+        )
+    assert len(error.value.problems) == 2
 
 
 def test_command_line_reports_errors_without_a_traceback(tmp_path):
@@ -94,4 +101,8 @@ def test_command_line_reports_errors_without_a_traceback(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "mmpo: run=" in proc.stderr and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "mmpo: invalid configuration" in proc.stderr
+        and "does not exist" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )

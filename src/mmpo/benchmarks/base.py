@@ -80,6 +80,9 @@ class Benchmark(abc.ABC):
     name: ClassVar[str]
     #: where the public files come from, quoted in :class:`BenchmarkDataMissing`.
     source: ClassVar[str]
+    #: the config node this benchmark was built from; :class:`BenchmarkDataMissing` names its ``.path``.
+    #: ``evaluate.load_benchmarks`` and the benchmark callback set it; the default is the usual node.
+    config_key: str | None = None
 
     def __init__(
         self, path: str | None = None, prompt_suffix: str = "", limit: int | None = None, **kwargs: Any
@@ -112,11 +115,10 @@ class Benchmark(abc.ABC):
     def require(self, *relative: str) -> Path:
         """Return the data root after checking that every ``relative`` path exists under it."""
         expected = list(relative)
-        if self.path is None:
-            raise BenchmarkDataMissing(self.name, "benchmark.path", None, expected, self.source)
-        missing = [name for name in expected if not (self.path / name).exists()]
+        key = f"{self.config_key or f'benchmarks.{self.name}'}.path"
+        missing = expected if self.path is None else [n for n in expected if not (self.path / n).exists()]
         if missing:
-            raise BenchmarkDataMissing(self.name, "benchmark.path", self.path, expected, self.source, missing)
+            raise BenchmarkDataMissing(self.name, key, self.path, expected, self.source, missing)
         return self.path
 
     def resolve(self, location: str) -> Path:

@@ -2,8 +2,8 @@
 
 Generation is :func:`mmpo.generation.generate` (the code ``evaluate.py`` runs), with the benchmark's
 pinned decoding and the processor and family of the training data module. The metrics go to every
-logger as ``bench/<name>/<metric>`` at the current global step, and into the trainer's callback
-metrics, so a sweep can optimise one (``optimized_metric=bench/shapes_pope/avg/accuracy``). Only the
+logger as ``benchmark/<name>/<metric>`` at the current global step, and into the trainer's callback
+metrics, so a sweep can optimise one (``optimized_metric=benchmark/shapes_pope/avg/accuracy``). Only the
 global-zero process generates (all processes hold the same weights), so other ranks wait for it.
 """
 
@@ -56,7 +56,7 @@ class BenchmarkCallback(L.Callback):
             progress=False,
         )
         metrics, _ = self.benchmark.score(self.items, outputs)
-        return {f"bench/{self.name}/{key}": float(value) for key, value in metrics.items()}
+        return {f"benchmark/{self.name}/{key}": float(value) for key, value in metrics.items()}
 
     def log_metrics(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
         for logger in trainer.loggers:

@@ -6,8 +6,10 @@ with ``model.path: null`` a tiny random model is built from ``model.tiny``. Noth
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, PreTrainedModel, ProcessorMixin
 
-from mmpo.models.families import Family, get_family
+from mmpo.bases import SCHEME, is_base_spec
+from mmpo.config import CONF_DIR
+from mmpo.models.families import Family, family_error, get_family
 from mmpo.models.tiny import build_tiny_llava, build_tiny_qwen2vl
 
 log = logging.getLogger(__name__)
@@ -26,38 +30,118 @@ ALL_LLM_LINEAR = "all-llm-linear"
 
 
 class ModelPathError(FileNotFoundError):
-    """A configured model directory is missing or not in HF layout."""
+    """A model config that cannot load: its directory is missing, incomplete or broken, or a setting is
+    invalid (:func:`model_problems`)."""
+
+
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", *WEIGHT_INDEXES)
+DOWNLOAD_HINT = (
+    "Download the checkpoint once (e.g. `huggingface-cli download llava-hf/llava-1.5-7b-hf --local-dir "
+    "<dir>`) and point {key} at it; mmpo never downloads at run time."
+)
+
+
+def model_dir_problems(path: str | Path, key: str = "model.path") -> list[str]:
+    """What is missing or broken in a model directory in Hugging Face layout: ``config.json`` (valid
+    JSON), the processor and tokenizer files, and the weights (with every shard an index names)."""
+    directory = Path(path).expanduser()
+    where = f"{key}={str(path)!r}"
+    if not (directory / "config.json").is_file():
+        return [
+            f"{where} is not a model directory in Hugging Face layout (no config.json). "
+            + DOWNLOAD_HINT.format(key=key)
+        ]
+    problems = []
+    for name in ("config.json", *PROCESSOR_FILES, "tokenizer_config.json", *WEIGHT_INDEXES):
+        if (directory / name).is_file():
+            try:
+                json.loads((directory / name).read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                problems.append(f"{where}: {name} is not valid JSON ({error}); download it again")
+    for kind, names in (
+        ("processor", PROCESSOR_FILES),
+        ("tokenizer", TOKENIZER_FILES),
+        ("weights", WEIGHT_FILES),
+    ):
+        if not any((directory / name).is_file() for name in names):
+            problems.append(
+                f"{where} has no {kind} file (expected one of {list(names)}); "
+                + DOWNLOAD_HINT.format(key=key)
+            )
+    for index in WEIGHT_INDEXES:
+        if (directory / index).is_file() and not problems:
+            shards = set(json.loads((directory / index).read_text()).get("weight_map", {}).values())
+            if missing := sorted(s for s in shards if not (directory / s).is_file()):
+                problems.append(f"{where}: {index} names weight shards that are missing: {missing}")
+    return problems
+
+
+QUANT_TYPES = ("nf4", "fp4")
+
+
+def model_problems(cfg: DictConfig) -> list[str]:
+    """Every problem of a ``model`` config node that shows before loading: allowed values, the family,
+    the local directory (or a tiny builder when there is none), ``init_from``, QLoRA without LoRA."""
+    problems = [
+        f"{key}={value!r}; allowed: {list(allowed)}"
+        for key, value, allowed in (
+            ("model.dtype", cfg.dtype, DTYPES),
+            ("model.quantization.quant_type", cfg.quantization.quant_type, QUANT_TYPES),
+        )
+        if value not in allowed
+    ]
+    if error := family_error(cfg.family):
+        problems.append(error)
+    if cfg.path is None and cfg.family not in TINY_BUILDERS:
+        problems.append(
+            f"model.path is null, but only {sorted(TINY_BUILDERS)} have tiny builders; "
+            f"set model.path to the local checkpoint of {cfg.name}"
+        )
+    if cfg.path is not None:
+        problems += model_dir_problems(cfg.path)
+    if is_base_spec(cfg.init_from):
+        experiment = cfg.init_from[len(SCHEME) :]
+        if not (CONF_DIR / "experiment" / f"{experiment}.yaml").is_file():
+            problems.append(
+                f"model.init_from={cfg.init_from!r}: there is no conf/experiment/{experiment}.yaml"
+            )
+    elif cfg.init_from and not Path(cfg.init_from).expanduser().is_dir():
+        problems.append(
+            f"model.init_from={cfg.init_from!r} does not exist; point it at an earlier run directory "
+            "or at a cached base (base:<experiment>, e.g. base:sft_shapes)"
+        )
+    if cfg.quantization.load_in_4bit and not cfg.lora.enabled:
+        problems.append("model.quantization.load_in_4bit=true needs model.lora.enabled=true (QLoRA)")
+    return problems
 
 
 def check_model_dir(path: str | Path, key: str = "model.path") -> Path:
-    directory = Path(path).expanduser()
-    if not (directory / "config.json").is_file():
-        raise ModelPathError(
-            f"{key}={str(path)!r} is not a model directory in Hugging Face layout (no config.json there). "
-            "Download the checkpoint once (e.g. `huggingface-cli download llava-hf/llava-1.5-7b-hf "
-            f"--local-dir {path}`) and point {key} at it; mmpo never downloads at run time."
-        )
-    return directory
+    if problems := model_dir_problems(path, key):
+        raise ModelPathError("\n".join(problems))
+    return Path(path).expanduser()
 
 
 def load_base(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family]:
     """The pretrained model and its processor, before freezing and adapters."""
+    if problems := model_problems(cfg):
+        raise ModelPathError("\n".join(problems))
     family = get_family(cfg.family)
     if cfg.path is None:
-        if cfg.family not in TINY_BUILDERS:
-            raise ValueError(
-                f"model.path is null but family {cfg.family!r} has no tiny builder; "
-                f"tiny families: {sorted(TINY_BUILDERS)}"
-            )
         model, processor = TINY_BUILDERS[cfg.family](**OmegaConf.to_container(cfg.tiny))
         model = model.to(DTYPES[cfg.dtype])
     else:
         directory = check_model_dir(cfg.path)
-        processor = family.processor_class.from_pretrained(directory)
         kwargs = {"dtype": DTYPES[cfg.dtype], "attn_implementation": cfg.attn_implementation}
         if cfg.quantization.load_in_4bit:
             kwargs["quantization_config"] = quantization_config(cfg, family)
-        model = family.model_class.from_pretrained(directory, **kwargs)
+        try:
+            processor = family.processor_class.from_pretrained(directory)
+            model = family.model_class.from_pretrained(directory, **kwargs)
+        except (OSError, ValueError, KeyError) as error:  # a file transformers cannot read: say which run
+            raise ModelPathError(f"model.path={str(cfg.path)!r} could not be loaded: {error}") from None
     if cfg.quantization.load_in_4bit and cfg.path is None:
         model = _quantize_via_roundtrip(model, processor, cfg, family)
     return model, processor, family
@@ -130,7 +214,9 @@ def attach_lora(model: PreTrainedModel, family: Family, cfg: DictConfig) -> Peft
         modules_to_save=modules_to_save or None,
         bias="none",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads the deprecated `is_gradient_checkpointing` alias itself
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, config)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -167,19 +253,8 @@ def load_model(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family
     if cfg.quantization.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if cfg.lora.enabled:
         model = attach_lora(model, family, cfg)
-    elif cfg.quantization.load_in_4bit:
-        raise ValueError("model.quantization.load_in_4bit=true needs model.lora.enabled=true (QLoRA)")
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    log.info(
-        "policy %s: %d / %d parameters trainable (%.2f%%)",
-        cfg.name,
-        trainable,
-        total,
-        100 * trainable / total,
-    )
     return model, processor, family
