@@ -30,7 +30,7 @@ install: $(VENV)/.installed ## Create .venv and install mmpo with the CPU torch 
 train: install ## Run the main job: python train.py (DPO, tiny LLaVA, shapes world, CPU); ARGS="loss=mdpo ..."
 	$(PY) train.py $(ARGS)
 
-test: install ## Run the default test suite (< 15 min on 2 CPU cores)
+test: install ## Run the default test suite (about 2 min on 2 CPU cores; slow tests excluded)
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-full: install ## Run every test, the slow ones too
@@ -53,33 +53,36 @@ eval: install ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shap
 demo: install ## Shapes demo: SFT a tiny VLM, DPO / DPO (no image) / mDPO x 3 seeds, benchmarks, table (~6 min)
 	$(PY) scripts/demo.py $(ARGS)
 
-# ---- paper tables on the shapes world: Hydra multiruns from one SFT base -----------------------------------
-SFT_BASE ?= outputs/sft_shapes/base
+# ---- paper tables on the shapes world: Hydra multiruns from one cached SFT base --------------------------
+# model.init_from=base:sft_shapes is the run of experiment=sft_shapes under outputs/bases/, keyed by the code
+# and the recipe (src/mmpo/bases.py): built on first use, rebuilt whenever either changes.
 SEEDS ?= 0,1,2
 REPRO := outputs/repro
-MDPO_SWEEP := $(PY) train.py -m experiment=mdpo_shapes model.init_from=$(abspath $(SFT_BASE)) seed=$(SEEDS)
+MDPO_SWEEP := $(PY) train.py -m experiment=mdpo_shapes model.init_from=base:sft_shapes seed=$(SEEDS)
 TABLE_METRICS := val/rewards/accuracies val/rewards/margins val/rewards/conditional_margin val/image_reliance/accuracy val/loss
 TABLE := $(PY) scripts/results_table.py --metrics $(TABLE_METRICS) --wandb off
 
-$(SFT_BASE)/summary.txt: | $(VENV)/.installed
-	$(PY) train.py experiment=sft_shapes hydra.run.dir=$(SFT_BASE)
-
-sft-base: install $(SFT_BASE)/summary.txt ## SFT the tiny VLM on the shapes world once (the base of the tables)
+sft-base: install ## SFT the tiny VLM on the shapes world (once per code version and recipe); prints its directory
+	$(PY) -m mmpo.bases sft_shapes
 
 repro-mdpo-table2: sft-base ## mDPO Table 2 on shapes: full / -CoPO / -AncPO / -both (=DPO), 3 seeds
+	rm -rf $(REPRO)/mdpo_table2
 	$(MDPO_SWEEP) loss.w_copo=1,0 loss.w_anc=1,0 hydra.sweep.dir=$(REPRO)/mdpo_table2
 	$(TABLE) $(REPRO)/mdpo_table2 --out $(REPRO)/mdpo_table2/results
 
 repro-mdpo-table3: sft-base ## mDPO Table 3 on shapes: rejected image = random image / crop 0-20% / crop 20-50% / MoCo v2
+	rm -rf $(REPRO)/mdpo_table3
 	$(MDPO_SWEEP) negative_sampler=random_image,crop,crop_20_50,mocov2 negative_sampler@val_negative_sampler=crop hydra.sweep.dir=$(REPRO)/mdpo_table3
 	$(TABLE) $(REPRO)/mdpo_table3 --out $(REPRO)/mdpo_table3/results --ignore "negative_sampler@val_negative_sampler"
 
 repro-mdpo-table4: sft-base ## mDPO Table 4 on shapes: anchors y_w / y_w,y_l / y_w,y_l,m_l
+	rm -rf $(REPRO)/mdpo_table4
 	$(MDPO_SWEEP) 'loss.anchors=[chosen],[chosen,rejected],[chosen,rejected,corrupted]' hydra.sweep.dir=$(REPRO)/mdpo_table4
 	$(TABLE) $(REPRO)/mdpo_table4 --out $(REPRO)/mdpo_table4/results
 
-PREF_SWEEP := $(PY) train.py -m experiment=demo_pref model.init_from=$(abspath $(SFT_BASE)) seed=$(SEEDS) negative_sampler=crop
+PREF_SWEEP := $(PY) train.py -m experiment=demo_pref model.init_from=base:sft_shapes seed=$(SEEDS) negative_sampler=crop
 repro-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDPO on held-out pairs, 3 seeds
+	rm -rf $(REPRO)/mdpo_fig1
 	$(PREF_SWEEP) loss=dpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo
 	$(PREF_SWEEP) loss=dpo data.image=none hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo_noimage
 	$(PREF_SWEEP) loss=mdpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/mdpo
