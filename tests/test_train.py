@@ -34,7 +34,11 @@ def test_default_run_writes_the_run_directory(compose):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "checkpoints" / "last.ckpt").is_file()
     summary = (out / "summary.txt").read_text().strip().splitlines()
-    assert len(summary) == 1 and "loss=dpo model=tiny_llava steps=2" in summary[0]
+    assert len(summary) == 1
+    assert (
+        "loss=dpo model=tiny_llava status=finished engine=shared_prefix reference=adapter_off steps=2"
+        in summary[0]
+    )
     assert json.loads((out / "data_report.json").read_text())["read"] > 0
     header = metrics_rows(out)[0].keys()
     for key in (
@@ -313,9 +317,20 @@ def test_benchmarks_after_training_write_the_evaluate_results_and_log_them(compo
 
 
 def test_missing_benchmark_data_stops_the_run_before_training(compose, tmp_path):
-    from mmpo.benchmarks.base import BenchmarkDataMissing
+    from mmpo.config import ConfigError
 
     cfg = compose(["benchmark=pope", f"benchmarks.pope.path={tmp_path / 'nowhere'}"])
-    with pytest.raises(BenchmarkDataMissing, match="benchmarks.pope.path"):
+    with pytest.raises(ConfigError, match="benchmarks.pope.path"):
         run(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("mode", ["batched", "auto"])
+def test_precomputed_reference_gives_zero_rewards_at_step_0_within_fp32_rounding(compose, mode):
+    """The cache scores records in other batch compositions than training does; padded kernels round
+    differently, so step-0 rewards are zero up to fp32 rounding (the README states the bound)."""
+    cfg = compose(["reference=precomputed", f"engine.mode={mode}", "data.batch_size=3", "optim.lr=0"])
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    for key in ("train/rewards/margins_step", "train/rewards/chosen@original_step", "val/rewards/margins"):
+        assert logged(out, key) and all(abs(v) <= 1e-5 for v in logged(out, key)), key

@@ -144,6 +144,9 @@ class PreferenceDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device)
+
     def write_report(self, run_dir: Path, dropped: dict[str, int]) -> dict:
         """Records skipped while reading and rows dropped for length (counted by the module from the
         batches, so it works with dataloader workers), written to ``data_report.json``."""
