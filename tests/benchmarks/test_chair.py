@@ -8,6 +8,7 @@ from nltk.stem import WordNetLemmatizer
 from mmpo.benchmarks.base import BenchmarkDataMissing
 from mmpo.benchmarks.chair import chair_metrics
 from mmpo.benchmarks.coco_objects import COCO_SYNONYMS, CocoObjectExtractor, ObjectMention
+from mmpo.benchmarks.nltk_data import INSTALL_LINE, NltkDataMissing
 from mmpo.benchmarks.object_halbench import ObjectHalBench
 
 from .fixtures import write_object_halbench
@@ -344,3 +345,12 @@ def test_variants_differ_where_the_official_codes_do():
     assert rlhf_v.mentions("a coffee table") == [ObjectMention("coffee table", "dining table")]
     with pytest.raises(ValueError, match="rlhf_v"):
         CocoObjectExtractor("pattern")
+
+
+def test_missing_nltk_data_fails_at_construction_with_the_install_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    with pytest.raises(NltkDataMissing, match="punkt_tab") as error:
+        CocoObjectExtractor("original")
+    assert INSTALL_LINE in str(error.value) and "wordnet" not in str(error.value)
+    with pytest.raises(NltkDataMissing, match="punkt_tab, wordnet"):
+        ObjectHalBench(path=str(tmp_path))
