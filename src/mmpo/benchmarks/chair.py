@@ -13,7 +13,10 @@ Over a set of responses ``c`` with mentions ``M(c)`` and ground truth ``G(c)``:
 - ``recall = Σ_c |{categories of M(c)} ∩ G(c)| / Σ_c |G(c)|`` (RLHF-V ``obj_rec``);
 - ``avg_words = mean_c |c.strip().split(" ")|`` (RLHF-V ``avg_word_len``).
 
-All are fractions in [0, 1]; an empty denominator gives 0.
+All are fractions in [0, 1]. These are the formulas of both official codes (LisaAnne/Hallucination
+``compute_chair``; RLHF-V ``compute_chair``, which adds ``CHAIRs_refine``, ``obj_rec`` and
+``avg_word_len``); the mentions come from the variant's extractor (:mod:`mmpo.benchmarks.coco_objects`).
+Known difference: an empty denominator gives 0 here, where the official code divides by zero.
 """
 
 from __future__ import annotations

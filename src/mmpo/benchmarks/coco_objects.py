@@ -1,36 +1,65 @@
 """Rule-based extraction of COCO object mentions from text, as CHAIR defines it (Rohrbach et al., 2018).
 
-A caption becomes a list of :class:`ObjectMention` s by these steps (the reference's order):
+A caption becomes a list of :class:`ObjectMention` s by the steps of the official code:
 
-1. lower-case, :func:`~mmpo.benchmarks.text.word_tokenize`, :func:`~mmpo.benchmarks.text.singularize`
-   every token;
+1. ``word_tokenize(caption.lower())`` (:func:`~mmpo.benchmarks.text.word_tokenize`, i.e. NLTK's), then
+   singularise every token (per variant, below);
 2. merge two-word phrases left to right: a pair in :attr:`CocoObjectExtractor.double_words` becomes one
-   token (its mapped value) and the scan skips both words. The phrases are every two-word synonym
-   below ("hot dog", "teddy bear", "cell phone", ...), plus four groups of rules:
-   ``baby X`` / ``adult X`` -> ``X`` for animals (otherwise "baby"/"adult" fire as *person*),
-   ``passenger jet|train`` -> ``jet|train`` (otherwise "passenger" fires as *person*),
-   ``bow tie`` -> ``tie``, ``toilet seat`` -> ``toilet``, and ``home plate`` / ``train track``, which
-   map to themselves, are no COCO object and so just stop "plate" and "train" from firing;
+   token (its mapped value) and the scan skips both words. The phrases are two-word synonyms
+   ("hot dog", "teddy bear", "cell phone", ...; which ones depends on the variant) plus the same rules in
+   both variants: ``baby X`` / ``adult X`` -> ``X`` for animals (otherwise "baby"/"adult" fire as
+   *person*), ``passenger jet|train`` -> ``jet|train``, ``bow tie`` -> ``tie``, ``toilet seat`` ->
+   ``toilet``, ``wine glas`` -> ``wine glass``, and ``home plate`` / ``train track``, which map to
+   themselves, are no COCO object and so just stop "plate" and "train" from firing;
 3. if the caption contains both "toilet" and "seat", drop every "seat" (a toilet seat is not a chair);
 4. keep the tokens that are COCO synonyms and map each to its canonical category.
 
 Every occurrence is a mention: duplicates count (CHAIRi is mention-level).
 
-The synonym table was written for this project from the 80 COCO category names and common words
-for them; it follows the synonym list that CHAIR popularised (LisaAnne/Hallucination
-``data/synonyms.txt``: same canonical names, same synonym sets, including caption misspellings such as
-"televison"), but it is not a copy of that file: duplicates and the unmatchable mixed-case "iPhone"
-are left out, and the reference's ``wine glas`` rule is unnecessary because our singulariser keeps
-"glass" (see :mod:`mmpo.benchmarks.text`). "dining table" is a synonym, so "dining table" is merged
-into one mention here, while the reference splits it and maps the lone "table"; both give one
-*dining table* mention.
+Variants (``variant``, one of :data:`VARIANTS`), each reproducing one official code:
+
+- ``rlhf_v`` (default; Object HalBench as RLHF-V, RLAIF-V and mDPO score it): RLHF-V @8daac8a
+  ``eval/eval_gpt_obj_halbench.py`` without ``--use_gpt`` and its ``synonyms_refine.txt``. Tokens are
+  singularised by NLTK's ``WordNetLemmatizer`` (the official lemmatiser itself); the synonyms are the
+  table below plus :data:`RLHF_V_EXTRA_SYNONYMS`; every multi-word synonym is a double word. No known
+  difference. Quirks it keeps because the official code has them: WordNet knows "men" as a noun
+  lemma, so "men" stays "men" and is no *person* mention (while "women" -> "woman" is); "glasses" ->
+  "glass" (so "wine glasses" is *wine glass*).
+- ``original``: LisaAnne/Hallucination @6e4d33c ``utils/chair.py`` and ``data/synonyms.txt`` (Rohrbach
+  et al.). Its synonyms are the table below without :data:`ORIGINAL_UNMATCHABLE`, and its hard-coded
+  double-word list is every two-word synonym but "dining table" (:data:`ORIGINAL_UNMERGED`; the lone
+  "table" still maps to *dining table*, one mention either way). Quirks kept: "motor bike" and
+  "cheesecake" never count (the file spells them with a leading space after ``split(', ')``).
+  Remaining difference: the official code singularises with ``pattern.en.singularize``, which no
+  longer installs; here ``inflect``'s ``singular_noun`` stands in (:func:`~mmpo.benchmarks.text.
+  inflect_singular`). Both strip the ``s`` of singular words ("bus" -> "bu", so a singular "bus" is
+  no mention in either; "tennis" -> "tenni", the lone "racket" still maps), but, read off pattern's
+  rules: pattern turns "grandchildren" into "grandchild" (*person*) where inflect leaves it (no
+  mention here); pattern returns -ie plurals in its list unchanged ("collies", "cookies": no mention
+  in the original, *dog* here for "collies"); pattern gives "magpy" for "magpies" (no mention; *bird*
+  here); pattern gives "glas" for "glass" and inflect "glass" (no effect: "wine glas" and "wine glass"
+  both map to *wine glass*, a lone "glass" is no COCO word).
+
+Left out of both, as they cannot match: the original's mixed-case "iPhone" (tokens are lower-cased),
+the three-word "stove top oven" (only pairs are merged) and the files' duplicate entries.
+The synonym table was written for this project from the 80 COCO category names and the words the
+CHAIR lists map to them (caption misspellings such as "televison" included); it is not a copy of
+either file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from mmpo.benchmarks.text import singularize, word_tokenize
+from mmpo.benchmarks import nltk_data
+from mmpo.benchmarks.text import inflect_singular, word_tokenize, wordnet_lemma
+
+#: CHAIR variants (module docstring): name -> (singulariser, NLTK data packages it needs).
+VARIANTS: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
+    "rlhf_v": (wordnet_lemma, ("punkt_tab", "wordnet")),
+    "original": (inflect_singular, ("punkt_tab",)),
+}
 
 # Canonical COCO category name -> other words (singular, lower case) that denote it.
 COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -149,7 +178,16 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
     "hair drier": ("hairdryer",),
     "toothbrush": (),
 }  # fmt: skip
-
+#: Synonyms that RLHF-V's ``synonyms_refine.txt`` adds to the original list.
+RLHF_V_EXTRA_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "person": ("brother", "pedestrian"),
+    "dining table": ("coffee table",),
+    "remote": ("remote control",),
+}
+#: Synonyms that the original ``synonyms.txt`` lists with a leading space, so that they never match.
+ORIGINAL_UNMATCHABLE = frozenset({"motor bike", "cheesecake"})
+#: Two-word synonyms missing from the original's hard-coded double-word list.
+ORIGINAL_UNMERGED = frozenset({"dining table"})
 #: Animals for the ``baby X`` / ``adult X`` rule ("cub" and "animal" are no synonyms; kept as in CHAIR).
 BABY_ADULT_ANIMALS = (
     "bird",
@@ -171,6 +209,7 @@ PASSENGER_VEHICLES = ("jet", "train")
 SPECIAL_DOUBLE_WORDS = {
     "bow tie": "tie",
     "toilet seat": "toilet",
+    "wine glas": "wine glass",
     "home plate": "home plate",
     "train track": "train track",
 }
@@ -185,14 +224,23 @@ class ObjectMention:
 
 
 class CocoObjectExtractor:
-    """Caption -> COCO object mentions by the CHAIR rules (see the module docstring)."""
+    """Caption -> COCO object mentions by the CHAIR rules of one official ``variant`` (module docstring)."""
 
-    def __init__(self, synonyms: dict[str, tuple[str, ...]] = COCO_SYNONYMS) -> None:
-        self.category_of: dict[str, str] = {}
-        for category, words in synonyms.items():
-            for word in (category, *words):
-                self.category_of[word] = category
-        self.double_words: dict[str, str] = {w: w for w in self.category_of if len(w.split(" ")) == 2}
+    def __init__(self, variant: str = "rlhf_v") -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"CHAIR variant must be one of {list(VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self.singularize, packages = VARIANTS[variant]
+        nltk_data.require(f"CHAIR (variant {variant!r})", packages)
+        shared = {w: category for category, words in COCO_SYNONYMS.items() for w in (category, *words)}
+        if variant == "rlhf_v":
+            extra = {w: category for category, words in RLHF_V_EXTRA_SYNONYMS.items() for w in words}
+            self.category_of: dict[str, str] = shared | extra
+            merged = [w for w in self.category_of if " " in w]
+        else:
+            self.category_of = {w: c for w, c in shared.items() if w not in ORIGINAL_UNMATCHABLE}
+            merged = [w for w in shared if len(w.split(" ")) == 2 and w not in ORIGINAL_UNMERGED]
+        self.double_words: dict[str, str] = {w: w for w in merged}
         for animal in BABY_ADULT_ANIMALS:
             self.double_words[f"baby {animal}"] = animal
             self.double_words[f"adult {animal}"] = animal
@@ -202,7 +250,7 @@ class CocoObjectExtractor:
 
     def tokens(self, caption: str) -> list[str]:
         """Steps 1-3: singularised tokens with two-word phrases merged and toilet seats removed."""
-        words = [singularize(token) for token in word_tokenize(caption.lower())]
+        words = [self.singularize(token) for token in word_tokenize(caption.lower())]
         merged: list[str] = []
         i = 0
         while i < len(words):

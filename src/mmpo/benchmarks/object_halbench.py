@@ -9,10 +9,13 @@ Data layout under ``benchmark.path``:
 
 Embedded images are decoded once into ``image_dir`` (default ``images/`` under the data root).
 
-Scoring is :mod:`mmpo.benchmarks.chair` with the rule-based extractor
-(:mod:`mmpo.benchmarks.coco_objects`), labelled ``extractor = "rules"`` in every record. RLHF-V's
-published numbers extract objects with gpt-3.5 first; rule-based numbers are not comparable to those
-(benchmarks.md §1.2). Responses are cleaned as RLHF-V does: ``"Assistant:"`` removed, then stripped.
+Scoring is :mod:`mmpo.benchmarks.chair` with the rule-based extractor of one official CHAIR code
+(:mod:`mmpo.benchmarks.coco_objects`, option ``variant``: ``rlhf_v``, the default, is RLHF-V's
+``eval_gpt_obj_halbench.py`` without ``--use_gpt``; ``original`` is Rohrbach et al.'s ``chair.py``),
+labelled ``extractor = "rules/<variant>"`` in every record. Remaining differences from the official
+scorer: RLHF-V's published numbers extract objects with gpt-3.5 first (``--use_gpt``); rule-based
+numbers are not comparable to those (benchmarks.md §1.2), and no offline LLM route is offered here.
+Responses are cleaned as RLHF-V does: ``"Assistant:"`` removed, then stripped.
 
 ``coco_splits``: the reference merges the train2014 and val2014 annotation files. An image's
 annotations live only in its own split's files, so for the 300 val2014 images ``("val2014",)`` gives
@@ -31,14 +34,13 @@ from mmpo.benchmarks.coco_objects import CocoObjectExtractor
 
 
 class ObjectHalBench(Benchmark):
-    """Object HalBench with rule-based CHAIR (CHAIRs, CHAIRs_refine, CHAIRi, recall)."""
+    """Object HalBench with rule-based CHAIR (CHAIRs, CHAIRs_refine, CHAIRi, recall) of one ``variant``."""
 
     name = "object_halbench"
     source = (
         "RLHF-V/RLAIF-V GitHub repository, eval/data/obj_halbench_300_with_image.jsonl; COCO 2014 "
         "annotations from cocodataset.org (annotations_trainval2014.zip)"
     )
-    extractor_label = "rules"
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class ObjectHalBench(Benchmark):
         annotation_dir: str = "annotations",
         coco_splits: Sequence[str] = ("val2014",),
         image_dir: str = "images",
+        variant: str = "rlhf_v",
         **kwargs: Any,
     ) -> None:
         super().__init__(path, prompt_suffix, limit, **kwargs)
@@ -56,7 +59,8 @@ class ObjectHalBench(Benchmark):
         self.annotation_dir = annotation_dir
         self.coco_splits = tuple(coco_splits)
         self.image_dir = image_dir
-        self.extractor = CocoObjectExtractor()
+        self.extractor = CocoObjectExtractor(variant)
+        self.extractor_label = f"rules/{variant}"
 
     def _annotation_files(self) -> list[str]:
         return [
