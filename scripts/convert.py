@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from mmpo.data.converters import EXPORTS, FORMATS, ConvertError, convert, export
-from mmpo.data.converters.base import PAIR_RULES
 from mmpo.data.converters.images import IMAGE_MODES
 from mmpo.data.converters.pipeline import ON_ERROR
 from mmpo.data.converters.sources import SourceError
+from mmpo.data.converters.vlfeedback import PAIR_RULES
 from mmpo.data.converters.writers import OUTPUTS
 from mmpo.data.records import RecordError
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 IMAGE_PLACEHOLDER = "<image>"
-PAIR_RULES = ("all", "best_worst", "ranked")
 
 
 class BadRow(ValueError):
@@ -27,14 +25,9 @@ class BadRow(ValueError):
 
 @dataclass
 class Options:
-    """Conversion options a converter may read.
+    """Conversion options a converter may read: how rated completions become pairs
+    (VLFeedback; see :mod:`mmpo.data.converters.vlfeedback`)."""
 
-    ``image_root``: the folder that relative image paths of the source are relative to (default: the
-    folder of the input file). ``pairs`` and ``margin``: how rated completions become pairs
-    (VLFeedback; see :mod:`mmpo.data.converters.vlfeedback`).
-    """
-
-    image_root: Path
     pairs: str = "all"
     margin: float = 0.0
 

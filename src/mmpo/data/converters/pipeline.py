@@ -19,10 +19,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mmpo.data.converters.base import PAIR_RULES, BadRow, Draft, Options
+from mmpo.data.converters.base import BadRow, Draft, Options
 from mmpo.data.converters.images import IMAGE_DIR, IMAGE_MODES, ImageStore
 from mmpo.data.converters.registry import EXPORTS, FORMATS
 from mmpo.data.converters.sources import open_source
+from mmpo.data.converters.vlfeedback import PAIR_RULES
 from mmpo.data.converters.writers import OUTPUTS, canonical_arrow_rows, write_arrow, write_jsonl
 from mmpo.data.records import ReadReport, Record, read_records
 
@@ -163,7 +164,7 @@ def convert(
     root = Path(image_root) if image_root is not None else input if input.is_dir() else input.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     store = ImageStore(images, out_dir, root.resolve())
-    options = Options(root, pairs, margin)
+    options = Options(pairs, margin)
     report = Report(command={"format": format, "input": str(input), "output": str(out_dir), "images": images,
                              "to": to, "on_error": on_error, "image_root": str(root), "pairs": pairs,
                              "margin": margin, "val_size": val_size, "seed": seed})  # fmt: skip

@@ -30,6 +30,8 @@ from statistics import fmean
 
 from mmpo.data.converters.base import BadRow, Draft, Options, image_list, strip_placeholders, text
 
+PAIR_RULES = ("all", "best_worst", "ranked")
+
 
 def completions(row: dict) -> list[dict]:
     value = row.get("completions")
@@ -60,6 +62,8 @@ def pairs(scores: list[float], rule: str, margin: float) -> list[tuple[int, list
             if abs(scores[i] - scores[j]) > margin:
                 found.append((i, [j]) if scores[i] > scores[j] else (j, [i]))
         return found
+    if rule not in PAIR_RULES[1:]:
+        raise ValueError(f"--pairs {rule!r}; allowed: {list(PAIR_RULES)}")
     best = max(range(len(scores)), key=lambda k: (scores[k], -k))
     if rule == "best_worst":
         worst = min(range(len(scores)), key=lambda k: (scores[k], k))
