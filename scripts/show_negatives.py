@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from mmpo.retrieval.clip import UnreadableImage, read_image  # noqa: E402
 from mmpo.retrieval.pool import CandidatePool  # noqa: E402
-from mmpo.retrieval.sae import SparseAutoencoder  # noqa: E402
+from mmpo.retrieval.sae import SparseAutoencoder, score_candidates  # noqa: E402
 from mmpo.retrieval.selection import LOG_Q, SELECTORS, combined_scores, select_negatives  # noqa: E402
 
 
@@ -54,10 +54,10 @@ def main() -> None:
         fig, axes = plt.subplots(
             len(rows), args.k + 1, figsize=(2.6 * (args.k + 1), 2.9 * len(rows)), squeeze=False
         )
-        for axes_row, record_id, row in zip(axes, ids, rows, strict=True):
-            with torch.no_grad():
-                out = sae(*pool.difference_factors([row]))
-            error, l1, latents = out.reconstruction_error[0], out.latent_l1[0], out.latents[0]
+        sae_out = score_candidates(sae, pool, rows, progress=False)
+        for axes_row, record_id, row, error, l1, latents in zip(
+            axes, ids, rows, sae_out.reconstruction_error, sae_out.latent_l1, sae_out.latents, strict=True
+        ):
             scores = combined_scores(error, l1)
             similarities = torch.from_numpy(pool.similarities[row])
             chosen, log_q = select_negatives(
@@ -79,10 +79,10 @@ def main() -> None:
                     title += f" log q={log_q[t]:.2f}"
                 ax.imshow(read_image(pool.image_paths[pool.candidates[row, c]]))
                 ax.set_title(title, fontsize=7)
+            axes_row[0].set_ylabel("positive")
             for ax in axes_row:
                 ax.set_xticks([])
                 ax.set_yticks([])
-        axes[0, 0].set_ylabel("positive")
         fig.suptitle(
             f"{args.k} negatives of {pool.manifest['top_m']} candidates, --select {args.select}", fontsize=9
         )

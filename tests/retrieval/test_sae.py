@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmpo.retrieval.sae import SparseAutoencoder, fit_sae
+from mmpo.retrieval.sae import SparseAutoencoder, fit_sae, score_candidates
 
 D, L, B, M = 5, 4, 3, 2
 
@@ -93,3 +93,14 @@ def test_fit_lowers_the_validation_loss(pool):
     assert len(val) == 8 and len(train) == 8 * 4  # 14 of 16 records train (2 held out), 4 per batch
     assert val[-1] < 0.5 * val[0]
     assert not sae.training
+
+
+def test_scoring_in_batches_equals_one_forward_over_all_records(pool):
+    sae = SparseAutoencoder(pool.image_embeddings.shape[1], 8)
+    batched = score_candidates(sae, pool, batch_size=3, progress=False)
+    with torch.no_grad():
+        whole = sae(*pool.difference_factors(range(len(pool.record_ids))))
+    torch.testing.assert_close(batched.latents, whole.latents)
+    torch.testing.assert_close(batched.reconstruction_error, whole.reconstruction_error)
+    some = score_candidates(sae, pool, [4, 1], progress=False)
+    torch.testing.assert_close(some.latents, whole.latents[[4, 1]])

@@ -24,13 +24,15 @@ as D x D matrices ``U_l`` and ``V_l`` (both parameters ``[L, D, D]``), ``c`` as 
 Candidates of one record share ``b``, so ``U_l b`` and ``V_l b`` are computed once per record
 (``O(L D^2)``) and each candidate then costs ``O(L D)``; ``G`` costs ``O(L^2 D^2)`` once per call. At
 D = 768 the model has 2 x 75M weights, and on a CPU one Adam step over them costs seconds whatever the
-batch, so batches should be large (``records_per_batch`` x M items). The training data and recipe are not described in the paper ([R]); :func:`fit_sae` trains on every
-(record, retrieved candidate) pair of a pool ([I]).
+batch, so batches should be large (``records_per_batch`` x M items). The training data and recipe are
+not described in the paper ([R]); :func:`fit_sae` trains on every (record, retrieved candidate) pair of
+a pool ([I]).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +148,27 @@ class SparseAutoencoder(nn.Module):
         return model.eval(), checkpoint
 
 
+@torch.no_grad()
+def score_candidates(
+    sae: SparseAutoencoder,
+    pool: CandidatePool,
+    records: Sequence[int] | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> SaeOutput:
+    """The SAE's latents ``[R, M, L]`` and reconstruction errors ``[R, M]`` for each candidate of the pool
+    rows ``records`` (default all), in batches of ``batch_size`` records: the decoder Gram matrix, the
+    largest per-call cost (``O(L^2 D^2)``), is paid once per batch."""
+    rows = list(range(len(pool.record_ids))) if records is None else list(records)
+    outputs = [
+        sae(*pool.difference_factors(rows[start : start + batch_size]))
+        for start in tqdm(range(0, len(rows), batch_size), desc="score candidates", disable=not progress)
+    ]
+    return SaeOutput(
+        torch.cat([o.latents for o in outputs]), torch.cat([o.reconstruction_error for o in outputs])
+    )
+
+
 def fit_sae(
     pool: CandidatePool,
     latent_dim: int = 128,
@@ -199,6 +222,7 @@ def fit_sae(
         if n_val:
             sae.eval()
             with torch.no_grad():
-                history.append(entry(epoch, "val", *sae.loss(sae(*pool.difference_factors(val)))))
+                out = score_candidates(sae, pool, val.tolist(), records_per_batch, progress=False)
+                history.append(entry(epoch, "val", *sae.loss(out)))
     bar.close()
     return sae.eval(), history
