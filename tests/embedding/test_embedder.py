@@ -9,7 +9,8 @@ from PIL import Image
 
 from mmpo.embedding.attention import attention_mask_4d
 from mmpo.embedding.embedder import Embedder, mean_pool
-from tests.engine.conftest import BUILDERS
+from tests.embedding.helpers import dynamic_resolution
+from tests.engine.conftest import BUILDERS, make_policy
 
 FAMILIES = ["llava", "qwen2_vl", "qwen2_5_vl"]
 SHORT = "a red circle"
@@ -89,12 +90,36 @@ def test_images_batch_independent_and_eager_equals_sdpa(tiny):
     assert (sdpa[0] - sdpa[1]).abs().max() > 1e-4
 
 
-def test_gradients_reach_the_language_model():
-    model, processor = BUILDERS["llava"]()
-    embedder = Embedder(model, processor)
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_images_of_different_token_counts_pad_without_effect(family):
+    """Right padding of an image prompt: M-RoPE positions from the 2-D mask, as the model computes them."""
+    model, processor = BUILDERS[family]()
+    embedder = Embedder(model.eval(), dynamic_resolution(processor))
+    small, big = Image.new("RGB", (28, 28), (220, 30, 30)), Image.new("RGB", (56, 56), (30, 60, 220))
+    with torch.no_grad():
+        batched = embedder.encode_images([small, big])
+        alone = embedder.encode_images([small])
+        inputs = processor(
+            text=[embedder.prompt(embedder.image_prompt, 1)], images=[small], return_tensors="pt"
+        )
+        text_config = model.config.get_text_config()
+        text_config.is_causal = False
+        try:
+            reference = model.model(**inputs).last_hidden_state.mean(1)
+        finally:
+            text_config.is_causal = True
+    assert torch.allclose(batched[0], alone[0], atol=1e-5)
+    assert torch.allclose(alone, torch.nn.functional.normalize(reference, dim=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_gradients_reach_every_lora_matrix_through_checkpointing(family):
+    policy, processor, _ = make_policy(family)  # LoRA on all LLM linears, gradient checkpointing on
+    embedder = Embedder(policy, processor)
     loss = (embedder.encode_images(images()[:1]) * embedder.encode_texts([SHORT])).sum()
     loss.backward()
-    assert model.model.language_model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    lora = {name: p.grad for name, p in policy.named_parameters() if "lora_" in name}
+    assert lora and all(grad is not None and grad.abs().sum() > 0 for grad in lora.values())
 
 
 def test_clear_errors():

@@ -9,6 +9,7 @@ from PIL import Image
 
 from mmpo.embedding.score_cache import ScoreCache
 from mmpo.embedding.scorer import AlignmentScorer
+from tests.embedding.helpers import dynamic_resolution
 from tests.engine.conftest import BUILDERS
 
 TEXTS = ["a red circle at the top left and a blue square at the bottom right.", "a square", "an orange"]
@@ -42,6 +43,15 @@ def test_score_is_softmax_of_yes_no_logits_of_the_full_forward(family, image_fil
     got = scorer.alignment(image_files, TEXTS)  # batches of 2, left-padded: rows of different lengths
     assert got == pytest.approx(expected, abs=1e-5)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_left_padding_of_images_with_different_token_counts_changes_nothing():
+    model, processor = BUILDERS["qwen2_vl"]()
+    scorer = AlignmentScorer(model, dynamic_resolution(processor), batch_size=2)
+    small, big = Image.new("RGB", (28, 28), (220, 30, 30)), Image.new("RGB", (56, 56), (30, 60, 220))
+    together = scorer.alignment([small, big], ["a red circle", "a"])
+    assert together[0] == pytest.approx(float(scorer.alignment([small], ["a red circle"])[0]), abs=1e-5)
+    assert together[1] == pytest.approx(float(scorer.alignment([big], ["a"])[0]), abs=1e-5)
 
 
 def test_cache_hits_on_the_second_call_and_across_scorers(tmp_path, image_files):

@@ -4,9 +4,11 @@ Padding must change nothing for the real tokens of a row, whichever side it is o
 attention pattern. Two things make that hold:
 
 - **positions** count a row's own tokens: ``pos = cumsum(mask) - 1`` (padding at 0). LLaVA's Llama
-  would otherwise number left-padded rows from the first pad token. Qwen2-VL / Qwen2.5-VL with images
-  take M-RoPE positions from the model's own ``get_rope_index`` given the 2-D mask; without images
-  their three axes equal the 1-D count, which the text model expands itself.
+  would otherwise number a left-padded row from its first pad token (RoPE sees only relative
+  positions, so that differs by rounding alone; explicit positions make the padded row compute what
+  the unpadded one does). Qwen2-VL / Qwen2.5-VL with images take M-RoPE positions from the model's
+  own ``get_rope_index`` given the 2-D mask; they are required with a 4-D mask, from which the model
+  cannot derive them. Without images the three axes equal the 1-D count, which the text model expands.
 - **the 4-D mask** ``[B, 1, T, T]`` (True / 0 = attend), for query ``q`` and key ``k``::
 
       attend(q, k) = (valid[k] and (bidirectional or k <= q))  or  q == k

@@ -69,7 +69,8 @@ class AlignmentScorer:
     """Frozen yes/no alignment scorer over a VLM of a family in :data:`~mmpo.embedding.attention.FAMILIES`.
 
     Args:
-        model, processor: the reward MLLM (frozen here: eval mode, no grad).
+        model, processor: the reward MLLM, frozen here (eval mode, ``requires_grad_(False)``): pass
+            its own instance, never the policy being trained.
         prompt: question about the pair; ``{text}`` is replaced by the text [?].
         yes, no: answer words, each a single token after the family's response separator.
         batch_size: pairs per forward.
