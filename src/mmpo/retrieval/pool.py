@@ -42,19 +42,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mmpo.data.records import ReadReport, read_records
 from mmpo.retrieval.clip import ON_ERROR, ClipEmbedder, UnreadableImage
-
-try:
-    import faiss
-except ModuleNotFoundError:  # pragma: no cover - the optional dependency is missing
-    raise ModuleNotFoundError(
-        "the candidate pool needs faiss: pip install -e '.[misp]' (make install installs it)"
-    ) from None
 
 FORMAT_VERSION = 1
 QUERIES = ("image", "text", "image+text")
