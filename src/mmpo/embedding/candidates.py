@@ -58,7 +58,7 @@ def load_vision_model(directory: str | Path):
 
     from mmpo.models.loading import check_model_dir
 
-    directory = check_model_dir(directory, key="--vision-model")
+    directory = check_model_dir(directory, key="--vision-model", parts=("processor", "weights"))
     return AutoModel.from_pretrained(directory).eval(), AutoImageProcessor.from_pretrained(
         directory, backend="pil"
     )

@@ -44,9 +44,15 @@ DOWNLOAD_HINT = (
 )
 
 
-def model_dir_problems(path: str | Path, key: str = "model.path") -> list[str]:
+MODEL_PARTS = {"processor": PROCESSOR_FILES, "tokenizer": TOKENIZER_FILES, "weights": WEIGHT_FILES}
+
+
+def model_dir_problems(
+    path: str | Path, key: str = "model.path", parts: tuple[str, ...] = tuple(MODEL_PARTS)
+) -> list[str]:
     """What is missing or broken in a model directory in Hugging Face layout: ``config.json`` (valid
-    JSON), the processor and tokenizer files, and the weights (with every shard an index names)."""
+    JSON) and the files of each of ``parts`` (a vision-only model has no tokenizer), the weights with
+    every shard an index names."""
     directory = Path(path).expanduser()
     where = f"{key}={str(path)!r}"
     if not (directory / "config.json").is_file():
@@ -61,11 +67,7 @@ def model_dir_problems(path: str | Path, key: str = "model.path") -> list[str]:
                 json.loads((directory / name).read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 problems.append(f"{where}: {name} is not valid JSON ({error}); download it again")
-    for kind, names in (
-        ("processor", PROCESSOR_FILES),
-        ("tokenizer", TOKENIZER_FILES),
-        ("weights", WEIGHT_FILES),
-    ):
+    for kind, names in ((part, MODEL_PARTS[part]) for part in parts):
         if not any((directory / name).is_file() for name in names):
             problems.append(
                 f"{where} has no {kind} file (expected one of {list(names)}); "
@@ -118,8 +120,10 @@ def model_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def check_model_dir(path: str | Path, key: str = "model.path") -> Path:
-    if problems := model_dir_problems(path, key):
+def check_model_dir(
+    path: str | Path, key: str = "model.path", parts: tuple[str, ...] = tuple(MODEL_PARTS)
+) -> Path:
+    if problems := model_dir_problems(path, key, parts):
         raise ModelPathError("\n".join(problems))
     return Path(path).expanduser()
 
