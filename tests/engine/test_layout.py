@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED
+from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED
 from mmpo.data.rows import IGNORE_INDEX, Rows
-from mmpo.engine.adapters import adapter_for, base_model
 from mmpo.engine.layout import Layout, attention_mask, build_layout
+from mmpo.models.families import base_model, family_of
 
 from .conftest import BRANCH_SETS, collate, make_policy, mixed_records
 
@@ -17,7 +17,7 @@ from .conftest import BRANCH_SETS, collate, make_policy, mixed_records
 def setup(request, records):
     policy, processor, family = make_policy(request.param, gradient_checkpointing=False)
     batch = collate(processor, family, mixed_records(records, 2), BRANCH_SETS["mdpo"])
-    return policy, batch, build_layout(policy, adapter_for(policy), batch)
+    return policy, batch, build_layout(policy, family_of(policy), batch)
 
 
 def test_one_row_per_image_group_and_each_prefix_once(setup):
@@ -32,18 +32,18 @@ def test_one_row_per_image_group_and_each_prefix_once(setup):
             int((layout.segments[shared] >= 0).sum())
             == prompt + response[CHOSEN] - 1 + response[REJECTED] - 1
         )
-        assert int((layout.segments[shared + 1] >= 0).sum()) == prompt + response[CHOSEN_CORRUPTED] - 1
+        assert int((layout.segments[shared + 1] >= 0).sum()) == prompt + response[CHOSEN_NEGATIVE] - 1
     assert layout.targets.shape[0] == sum(int((r.labels != IGNORE_INDEX).sum()) for r in batch.rows.values())
 
 
 def test_placeholders_alike_but_images_differ_are_not_grouped(setup):
     _, batch, layout = setup
-    # chosen@original and chosen@corrupted have identical prompt ids (same placeholders) ...
-    original, corrupted = batch.rows[CHOSEN], batch.rows[CHOSEN_CORRUPTED]
+    # chosen@original and chosen@negative[0] have identical prompt ids (same placeholders) ...
+    original, corrupted = batch.rows[CHOSEN], batch.rows[CHOSEN_NEGATIVE]
     assert torch.equal(original.tensors["input_ids"], corrupted.tensors["input_ids"])
     # ... but another image, so they are packed in different rows
     first, second = layout.images[0], layout.images[1]
-    assert first[0][0][1] == "original" and second[0][0][1] == "corrupted"
+    assert first[0][0][1] == "original" and second[0][0][1] == "negative"
 
 
 def test_prompt_or_image_mismatch_inside_a_group_is_an_error(setup):
@@ -52,21 +52,21 @@ def test_prompt_or_image_mismatch_inside_a_group_is_an_error(setup):
     tampered["pixel_values"] = tampered["pixel_values"] + 1.0
     batch.rows[REJECTED] = Rows(tampered)
     with pytest.raises(ValueError, match="same image and context as another branch"):
-        build_layout(policy, adapter_for(policy), batch)
+        build_layout(policy, family_of(policy), batch)
 
 
 def test_every_branch_continues_where_the_full_row_would(setup):
     """Trap: positions. Each branch's positions equal those of its own unshared row, as the model computes
     them (LLaVA: token count; Qwen2-VL: ``get_rope_index`` M-RoPE, max(image grid) + 1 after the image)."""
     policy, batch, layout = setup
-    adapter = adapter_for(policy)
+    family = family_of(policy)
     for row, images in enumerate(layout.images):
         record = row // 2
-        branches = [CHOSEN, REJECTED] if row % 2 == 0 else [CHOSEN_CORRUPTED]
+        branches = [CHOSEN, REJECTED] if row % 2 == 0 else [CHOSEN_NEGATIVE]
         for segment, branch in enumerate(branches, start=1):
             rows = batch.rows[branch]
             length = int(rows.tensors["attention_mask"][record].sum())
-            if adapter.axes == 3:
+            if family.position_axes == 3:
                 full, _ = base_model(policy).model.get_rope_index(
                     rows.tensors["input_ids"][record, None, :length],
                     mm_token_type_ids=rows.tensors["mm_token_type_ids"][record, None, :length],
@@ -111,15 +111,10 @@ def test_rows_of_very_different_lengths_never_pad_each_other():
 
 
 def test_unsupported_family_names_the_option_and_the_allowed_values():
-    class Config:
-        model_type = "llava_next"
+    from mmpo.engine.forward import shared_prefix_problems
 
-    class Model(torch.nn.Module):
-        config = Config()
-
-    with pytest.raises(
-        ValueError,
-        match=r"engine.mode=shared_prefix does not support model.family='llava_next'; "
-        r"allowed families: \['llava', 'qwen2_vl', 'qwen2_5_vl'\]",
-    ):
-        adapter_for(Model())
+    (problem,) = shared_prefix_problems("llava_next", "sdpa")
+    assert problem.startswith(
+        "engine.mode=shared_prefix does not support model.family='llava_next'; "
+        "allowed families: ['llava', 'qwen2_vl', 'qwen2_5_vl']"
+    )

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from mmpo.engine.adapters import base_model
 from mmpo.engine.forward import branch_logps
-from mmpo.engine.reference import Reference
 from mmpo.engine.vision import ImageFeatures
+from mmpo.models.families import base_model
 
-from .conftest import BRANCH_SETS, collate, make_policy, mixed_records
+from .conftest import BRANCH_SETS, Reference, collate, make_policy, mixed_records
 
 TOWERS = {"llava": "model.vision_tower", "qwen2_vl": "model.visual"}
 

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmpo.engine.adapters import base_model
+from mmpo.models.families import base_model
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 MROPE_FAMILIES = ("qwen2_vl", "qwen2_5_vl")

@@ -27,8 +27,7 @@ from torch import Tensor, nn
 from transformers import BatchFeature, ProcessorMixin
 
 from mmpo.embedding.attention import attention_implementation, attention_mask_4d, check_family, position_ids
-from mmpo.engine.adapters import base_model
-from mmpo.models.families import get_family
+from mmpo.models.families import base_model, get_family
 
 DEFAULT_IMAGE_PROMPT = "Describe the image."
 DEFAULT_TEXT_TEMPLATE = "{text}"

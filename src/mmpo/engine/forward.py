@@ -19,17 +19,43 @@ Per record with prompt P and responses n_1..n_m that share it, LLM token positio
 
 from __future__ import annotations
 
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from mmpo.branches import LogProbs
 from mmpo.data.rows import PreferenceBatch, Rows, concat_rows
-from mmpo.engine.adapters import SHARED_PREFIX_FAMILIES
 from mmpo.engine.layout import ATTENTION_IMPLEMENTATIONS
 from mmpo.engine.logprobs import sequence_logps
 from mmpo.engine.shared_prefix import shared_prefix_logps
 from mmpo.engine.vision import ImageFeatures
+from mmpo.models.families import SHARED_PREFIX_FAMILIES
 
 MODES = ("naive", "batched", "shared_prefix", "auto")
+
+
+def engine_problems(engine: DictConfig, model: DictConfig) -> list[str]:
+    """Start-up problems of ``engine.mode`` for the ``model`` config."""
+    if engine.mode not in MODES:
+        return [f"engine.mode={engine.mode!r}; allowed: {list(MODES)}"]
+    if engine.mode != "shared_prefix":
+        return []
+    return shared_prefix_problems(model.family, model.attn_implementation)
+
+
+def shared_prefix_problems(family: str, attn_implementation: str) -> list[str]:
+    """Why ``engine.mode=shared_prefix`` cannot run on this family and attention implementation."""
+    problems = []
+    if family not in SHARED_PREFIX_FAMILIES:
+        problems.append(
+            f"engine.mode=shared_prefix does not support model.family={family!r}; allowed "
+            f"families: {list(SHARED_PREFIX_FAMILIES)} (use engine.mode=batched)"
+        )
+    if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        problems.append(
+            f"engine.mode=shared_prefix needs a 4-D attention mask; model.attn_implementation="
+            f"{attn_implementation!r}, allowed: {list(ATTENTION_IMPLEMENTATIONS)}"
+        )
+    return problems
 
 
 def resolve_mode(mode: str, model: nn.Module) -> str:
@@ -37,10 +63,8 @@ def resolve_mode(mode: str, model: nn.Module) -> str:
     else ``batched``; any other mode is returned as given."""
     if mode != "auto":
         return mode
-    config = model.config
-    supported = config.model_type in SHARED_PREFIX_FAMILIES
-    supported = supported and model.get_decoder().config._attn_implementation in ATTENTION_IMPLEMENTATIONS
-    return "shared_prefix" if supported else "batched"
+    implementation = model.get_decoder().config._attn_implementation
+    return "batched" if shared_prefix_problems(model.config.model_type, implementation) else "shared_prefix"
 
 
 def rows_logps(model: nn.Module, rows: Rows) -> tuple[Tensor, Tensor]:

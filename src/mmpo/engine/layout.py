@@ -42,8 +42,8 @@ from torch import Tensor, nn
 
 from mmpo.branches import Branch
 from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows
-from mmpo.engine.adapters import Adapter, ImageInputs
 from mmpo.engine.vision import ImageKey, same_image
+from mmpo.models.families import Family, ImageInputs
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 MAX_PADDING = 0.05
@@ -132,8 +132,8 @@ def _same_images(a: list[ImageInputs], b: list[ImageInputs]) -> bool:
     return len(a) == len(b) and all(same_image(x, y) for x, y in zip(a, b, strict=True))
 
 
-def _groups(model: nn.Module, adapter: Adapter, batch: PreferenceBatch) -> tuple[list[_Group], list]:
-    images = {branch: adapter.split_rows(model, rows) for branch, rows in batch.rows.items()}
+def _groups(model: nn.Module, family: Family, batch: PreferenceBatch) -> tuple[list[_Group], list]:
+    images = {branch: family.images_of_rows(model, rows.tensors) for branch, rows in batch.rows.items()}
     groups: dict[tuple, _Group] = {}
     owner_keys: list[tuple[Branch, int]] = []
     for record in range(len(batch)):
@@ -166,19 +166,21 @@ def _groups(model: nn.Module, adapter: Adapter, batch: PreferenceBatch) -> tuple
     return list(groups.values()), owner_keys
 
 
-def build_layout(model: nn.Module, adapter: Adapter, batch: PreferenceBatch) -> Layout:
+def build_layout(model: nn.Module, family: Family, batch: PreferenceBatch) -> Layout:
     """Group the branches of ``batch`` and pack each group into one row (see module docstring)."""
-    groups, owner_keys = _groups(model, adapter, batch)
+    groups, owner_keys = _groups(model, family, batch)
     width = max(len(g.prompt) + sum(len(r) - 1 for _, r in g.responses) for g in groups)
     device = groups[0].prompt.device
     input_ids = torch.full((len(groups), width), batch.pad_token_id, dtype=torch.long, device=device)
-    positions = torch.zeros((adapter.axes, len(groups), width), dtype=torch.long, device=device)
+    positions = torch.zeros((family.position_axes, len(groups), width), dtype=torch.long, device=device)
     segments = torch.full((len(groups), width), -1, dtype=torch.long, device=device)
     sources, targets, owners = [], [], []
     for g, group in enumerate(groups):
         prompt_length = len(group.prompt)
-        joined = adapter.join(group.images) if group.images else None
-        prompt_positions = adapter.prompt_positions(model, group.prompt, group.rows, group.record, joined)
+        joined = family.join_images(group.images) if group.images else None
+        token_types = group.rows.tensors.get("mm_token_type_ids")
+        token_types = None if token_types is None else token_types[group.record, :prompt_length]
+        prompt_positions = family.prompt_positions(model, group.prompt, token_types, joined)
         input_ids[g, :prompt_length] = group.prompt
         positions[:, g, :prompt_length] = prompt_positions
         segments[g, :prompt_length] = 0

@@ -18,21 +18,21 @@ from torch import Tensor, nn
 
 from mmpo.branches import LogProbs
 from mmpo.data.rows import PreferenceBatch
-from mmpo.engine.adapters import adapter_for
 from mmpo.engine.chunked import CHUNK_ROWS, response_token_logps
 from mmpo.engine.layout import Layout, attention_mask, build_layout
 from mmpo.engine.vision import ImageFeatures
+from mmpo.models.families import family_of
 
 
 def embed(model: nn.Module, layout: Layout, features: ImageFeatures) -> Tensor:
     """Token embeddings of the packed rows with the image features written over the placeholders."""
-    adapter = adapter_for(model)
+    family = family_of(model)
     embeds = model.get_input_embeddings()(layout.input_ids)
     requests = [request for row in layout.images for request in row]
     if not requests:
         return embeds
-    image_features = torch.cat(features.get(model, adapter, requests)).to(embeds.dtype)
-    placeholders = (layout.input_ids == adapter.image_token_id(model)) & (layout.segments == 0)
+    image_features = torch.cat(features.get(model, family, requests)).to(embeds.dtype)
+    placeholders = (layout.input_ids == family.model_image_token_id(model)) & (layout.segments == 0)
     if int(placeholders.sum()) != image_features.shape[0]:
         raise ValueError(
             f"{int(placeholders.sum())} image placeholder tokens in the prompts but the images "
@@ -44,7 +44,7 @@ def embed(model: nn.Module, layout: Layout, features: ImageFeatures) -> Tensor:
 def decode(model: nn.Module, layout: Layout, embeds: Tensor) -> Tensor:
     """Final hidden states ``[M, hidden]`` at :attr:`Layout.sources`: one decoder call per length bucket
     (:meth:`Layout.decoder_calls`), each row cut to the bucket's longest row."""
-    adapter = adapter_for(model)
+    axes = family_of(model).position_axes
     decoder = model.get_decoder()
     implementation = decoder.config._attn_implementation
     width = layout.segments.shape[1]
@@ -57,7 +57,7 @@ def decode(model: nn.Module, layout: Layout, embeds: Tensor) -> Tensor:
         out = decoder(
             inputs_embeds=embeds[rows, :length],
             attention_mask=attention_mask(layout.segments[rows, :length], implementation, embeds.dtype),
-            position_ids=positions if adapter.axes == 3 else positions[0],
+            position_ids=positions if axes == 3 else positions[0],
             use_cache=False,
         ).last_hidden_state
         local_row[rows] = torch.arange(len(rows), device=embeds.device)
@@ -74,7 +74,13 @@ def shared_prefix_logps(
     chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[LogProbs, LogProbs]:
     """``(log-probs, response-token counts)`` per branch, each [len(batch)], via the packed layout."""
-    layout = build_layout(model, adapter_for(model), batch)
+    family = family_of(model)
+    if not family.shared_prefix:
+        raise ValueError(
+            f"engine.mode=shared_prefix does not support model.family={family.name!r} "
+            "(use engine.mode=batched)"
+        )
+    layout = build_layout(model, family, batch)
     embeds = embed(model, layout, features if features is not None else ImageFeatures())
     hidden = decode(model, layout, embeds)
     token_logps = response_token_logps(hidden, model.get_output_embeddings(), layout.targets, chunk_rows)

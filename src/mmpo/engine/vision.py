@@ -6,7 +6,7 @@ hit is only taken when the stored pixels are equal to the requested ones, so the
 corrupted image (``resample_per_forward``) is never confused with the policy's.
 
 All images a forward still needs are encoded in **one** tower call. With a frozen vision path (tower and
-projector, see :func:`~mmpo.engine.adapters.vision_frozen`) the features are computed without autograd
+projector, see :func:`~mmpo.models.families.vision_frozen`) the features are computed without autograd
 and one :class:`ImageFeatures` serves the policy and the reference of a step
 (:meth:`ImageFeatures.for_step`); with a trainable projector each model encodes for itself, with grad.
 """
@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from mmpo.engine.adapters import Adapter, ImageInputs, vision_frozen
+from mmpo.models.families import Family, ImageInputs, vision_frozen
 
 ImageKey = tuple[Hashable, ...]
 
@@ -40,7 +40,7 @@ class ImageFeatures:
         return cls() if vision_frozen(policy) else None
 
     def get(
-        self, model: nn.Module, adapter: Adapter, requests: list[tuple[ImageKey, ImageInputs]]
+        self, model: nn.Module, family: Family, requests: list[tuple[ImageKey, ImageInputs]]
     ) -> list[Tensor]:
         """Features of each requested image, encoding the missing ones in one vision-tower call."""
         missing: list[tuple[ImageKey, ImageInputs]] = []
@@ -51,7 +51,7 @@ class ImageFeatures:
                 missing.append((key, image))
         if missing:
             with torch.no_grad() if vision_frozen(model) else nullcontext():
-                features = adapter.encode(model, adapter.join([image for _, image in missing]))
+                features = family.encode_images(model, family.join_images([image for _, image in missing]))
             for (key, image), feature in zip(missing, features, strict=True):
                 self._entries.setdefault(key, []).append((image, feature))
         return [self._find(key, image) for key, image in requests]
