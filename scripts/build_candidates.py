@@ -25,7 +25,7 @@ from mmpo.embedding import candidates
 
 
 def pairs_of(records_file: Path, kind: str | None) -> list[candidates.Pair]:
-    records = read_records(records_file, require_rejected=False)
+    records = read_records(records_file, require_rejected=0)
     chosen = [r for r in records if len(r.images) == 1 and (kind is None or r.meta.get("kind") == kind)]
     if not chosen:
         raise ValueError(

@@ -24,9 +24,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mmpo.branches import CHOSEN
-from mmpo.data.collator import Example, PreferenceCollator, load_image
+from mmpo.data.collator import PreferenceCollator
+from mmpo.data.examples import Example
 from mmpo.data.records import Record, RecordError, read_records
 from mmpo.data.rows import IGNORE_INDEX
+from mmpo.images import load_image
 from mmpo.models.families import FAMILIES, Family, get_family
 from mmpo.models.loading import TINY_BUILDERS, ModelPathError, check_model_dir
 
@@ -41,11 +43,6 @@ def load_processor(path: str | None, family: Family):
             )
         return TINY_BUILDERS[family.name]()[1]
     return family.processor_class.from_pretrained(check_model_dir(path, "--processor"))
-
-
-def rejected_of(record: Record) -> list[str]:
-    value = record.rejected
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 def measure(records: list[Record], processor, family: Family) -> list[dict]:
@@ -66,7 +63,7 @@ def measure(records: list[Record], processor, family: Family) -> list[dict]:
                 "prompt": len(prompt),
                 "image": int((prompt == image_token).sum()),
                 "chosen": response_tokens(record.chosen),
-                "rejected": [response_tokens(r) for r in rejected_of(record)],
+                "rejected": [response_tokens(r) for r in record.rejected],
             }
         )
     return lengths
@@ -90,7 +87,7 @@ def summarize(records: list[Record], lengths: list[dict], max_length: int) -> di
     return {
         "records": len(records),
         "images_per_record": dict(sorted(Counter(len(r.images) for r in records).items())),
-        "rejected_per_record": dict(sorted(Counter(len(rejected_of(r)) for r in records).items())),
+        "rejected_per_record": dict(sorted(Counter(len(r.rejected) for r in records).items())),
         "with_context": sum(r.context is not None for r in records),
         "with_negative_images": sum(bool(r.negative_images) for r in records),
         "tokens": {
@@ -162,7 +159,7 @@ def contact_sheet(records: list[Record], path: Path, width: int = 90) -> None:
         image_ax.imshow(strip_of(record.images))
         image_ax.set_title(record.id, fontsize=9)
         parts = [("prompt", record.prompt), ("context", record.context), ("chosen", record.chosen)]
-        parts += [(f"rejected {k + 1}", r) for k, r in enumerate(rejected_of(record))]
+        parts += [(f"rejected {k + 1}", r) for k, r in enumerate(record.rejected)]
         lines = [textwrap.shorten(f"{name}: {value}", width * 3) for name, value in parts if value]
         text_ax.text(
             0,
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet", type=int, default=6, help="records on the contact sheet")
     args = parser.parse_args(argv)
     try:
-        records = read_records(args.input, require_rejected=False)[: args.limit]
+        records = read_records(args.input, require_rejected=0)[: args.limit]
         family = get_family(args.family)
         processor = load_processor(args.processor, family)
     except (RecordError, ModelPathError, FileNotFoundError, ValueError) as error:

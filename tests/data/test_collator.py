@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED, Branch
-from mmpo.data.collator import Example, PreferenceCollator, load_image
+from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED, Branch, negatives_needed
+from mmpo.data.collator import PreferenceCollator
+from mmpo.data.examples import Example, PreferenceDataset
 from mmpo.data.records import Record, RecordError, read_records
 from mmpo.data.rows import IGNORE_INDEX
+from mmpo.images import load_image
 from mmpo.models.families import get_family
 from mmpo.models.tiny import build_tiny_llava, build_tiny_qwen2vl
-from mmpo.negatives import CropSampler, DiffusionNoiseSampler
+from mmpo.negatives import CropSampler, DiffusionNoiseSampler, Negative
 
 FAMILIES = {"llava": build_tiny_llava, "qwen2_vl": build_tiny_qwen2vl}
 
@@ -26,12 +28,20 @@ def setup(request):
 @pytest.fixture(scope="module")
 def examples(shapes_dir):
     records = read_records(shapes_dir / "train.jsonl")[:3]
-    return [Example(r, [load_image(p) for p in r.images], []) for r in records]
+    return [Example(r, [load_image(p) for p in r.images]) for r in records]
 
 
-def collate(setup, examples, branches=(CHOSEN, REJECTED), **kwargs):
+def collate(setup, examples, branches=(CHOSEN, REJECTED), sampler=None, epoch=0, **kwargs):
+    """What the data module does with ``examples``' records: the data set draws (``sampler``, seeded by
+    ``epoch``), the collator builds the rows of ``branches``."""
     processor, family = setup
-    return PreferenceCollator(processor, family, branches, **kwargs)(examples)
+    if sampler is None and not negatives_needed(branches):
+        return PreferenceCollator(processor, family, branches, **kwargs)(examples)
+    dataset = PreferenceDataset([e.record for e in examples], sampler, negatives_needed(branches))
+    dataset.epoch = epoch
+    return PreferenceCollator(processor, family, branches, **kwargs)(
+        [dataset[i] for i in range(len(dataset))]
+    )
 
 
 def test_labels_mask_prompt_and_image_and_hold_the_response_then_eos(setup, examples):
@@ -47,7 +57,8 @@ def test_labels_mask_prompt_and_image_and_hold_the_response_then_eos(setup, exam
                 rows.labels[i],
                 rows.tensors["attention_mask"][i],
             )
-            response = getattr(example.record, branch.response)
+            record = example.record
+            response = record.chosen if branch.response == "chosen" else record.rejected[branch.j]
             expected = tok(family.response_separator + response, add_special_tokens=False)["input_ids"]
             expected = expected + [tok.eos_token_id]
             kept = labels[labels != IGNORE_INDEX].tolist()
@@ -129,26 +140,24 @@ def test_no_image_mode_removes_images_from_every_branch(setup, examples):
 @pytest.mark.parametrize("apply_to", ["pixels", "pil"])
 def test_corrupted_branch_is_seeded_and_keeps_the_token_count(setup, examples, apply_to):
     sampler = DiffusionNoiseSampler(apply_to=apply_to)
-    branches = (CHOSEN, REJECTED, CHOSEN_CORRUPTED)
+    branches = (CHOSEN, REJECTED, CHOSEN_NEGATIVE)
     first = collate(setup, examples, branches, sampler=sampler)
     again = collate(setup, examples, branches, sampler=sampler)
-    later = collate(
-        setup, [Example(e.record, e.images, [], epoch=1) for e in examples], branches, sampler=sampler
-    )
-    clean, corrupted = first.rows[CHOSEN].tensors, first.rows[CHOSEN_CORRUPTED].tensors
+    later = collate(setup, examples, branches, sampler=sampler, epoch=1)
+    clean, corrupted = first.rows[CHOSEN].tensors, first.rows[CHOSEN_NEGATIVE].tensors
     assert torch.equal(clean["input_ids"], corrupted["input_ids"])
     assert not torch.allclose(clean["pixel_values"], corrupted["pixel_values"])
-    assert torch.equal(corrupted["pixel_values"], again.rows[CHOSEN_CORRUPTED].tensors["pixel_values"])
-    assert not torch.equal(corrupted["pixel_values"], later.rows[CHOSEN_CORRUPTED].tensors["pixel_values"])
+    assert torch.equal(corrupted["pixel_values"], again.rows[CHOSEN_NEGATIVE].tensors["pixel_values"])
+    assert not torch.equal(corrupted["pixel_values"], later.rows[CHOSEN_NEGATIVE].tensors["pixel_values"])
     assert first.reference_rows == {}  # policy and reference score the same corrupted pixels
-    assert first.for_reference().rows[CHOSEN_CORRUPTED] is first.rows[CHOSEN_CORRUPTED]
+    assert first.for_reference().rows[CHOSEN_NEGATIVE] is first.rows[CHOSEN_NEGATIVE]
 
 
 def test_resample_per_forward_gives_the_reference_its_own_crop(setup, examples):
     sampler = CropSampler(resample_per_forward=True)
-    batch = collate(setup, examples, (CHOSEN, REJECTED, CHOSEN_CORRUPTED), sampler=sampler)
-    policy = batch.rows[CHOSEN_CORRUPTED].tensors["pixel_values"]
-    reference = batch.for_reference().rows[CHOSEN_CORRUPTED].tensors["pixel_values"]
+    batch = collate(setup, examples, (CHOSEN, REJECTED, CHOSEN_NEGATIVE), sampler=sampler)
+    policy = batch.rows[CHOSEN_NEGATIVE].tensors["pixel_values"]
+    reference = batch.for_reference().rows[CHOSEN_NEGATIVE].tensors["pixel_values"]
     assert policy.shape == reference.shape and not torch.equal(policy, reference)
 
 
@@ -164,18 +173,34 @@ def test_pixel_tensors_round_trip_through_the_family_layout(setup, examples):
 
 
 def test_swapped_context_and_negative_images(setup, examples, shapes_dir):
-    record = Record("x", examples[0].record.images, "Describe.", "a", "b", context="ctx one")
-    example = Example(record, examples[0].images, [examples[2].images[0]])  # another scene
+    record = Record("x", examples[0].record.images, "Describe.", "a", ["b"], context="ctx one")
+    negative = Negative((examples[2].images[0],))  # another scene
+    example = Example(record, examples[0].images, [negative], swapped_context="ctx two")
     branches = (Branch("chosen", context="swapped"), Branch("chosen", "negative", 0))
-    batch = collate(setup, [example], branches, context_pool=["ctx one", "ctx two"])
-    processor, _ = setup
+    processor, family = setup
+    batch = PreferenceCollator(processor, family, branches)([example])
     swapped = processor.tokenizer.decode(batch.rows[branches[0]].tensors["input_ids"][0])
     assert "ctx two" in swapped and "ctx one" not in swapped
     negative = batch.rows[branches[1]].tensors["pixel_values"]
     own = collate(setup, [example], (CHOSEN,)).rows[CHOSEN].tensors["pixel_values"]
     assert not torch.equal(negative, own)
-    with pytest.raises(RecordError, match="negative image 1"):
-        collate(setup, [example], (Branch("chosen", "negative", 1),))
+    with pytest.raises(RecordError, match="needs negative image 1, but the negative_sampler drew 1"):
+        PreferenceCollator(processor, setup[1], (Branch("chosen", "negative", 1),))([example])
+    with pytest.raises(RecordError, match="needs rejected response 1, but field 'rejected' holds 1"):
+        PreferenceCollator(processor, setup[1], (Branch("rejected", j=1),))([example])
+
+
+def test_a_rejected_list_gives_one_branch_per_rejected_response(setup, examples):
+    record = examples[0].record
+    ranked = Record("r", record.images, record.prompt, record.chosen, ["first no", "second no"])
+    batch = collate(setup, [Example(ranked, examples[0].images)], (CHOSEN, REJECTED, Branch("rejected", j=1)))
+    tok = setup[0].tokenizer
+    texts = [
+        tok.decode(batch.rows[b].labels[0][batch.rows[b].labels[0] != IGNORE_INDEX])
+        for b in (REJECTED, Branch("rejected", j=1))
+    ]
+    assert "first no" in texts[0] and "second no" in texts[1]
+    assert str(Branch("rejected", j=1)) == "rejected[1]@original" and str(REJECTED) == "rejected@original"
 
 
 def test_config_errors_name_the_option():
@@ -183,8 +208,8 @@ def test_config_errors_name_the_option():
     family = get_family("llava")
     with pytest.raises(ValueError, match="data.truncation='cut'"):
         PreferenceCollator(processor, family, (CHOSEN,), truncation="cut")
-    with pytest.raises(ValueError, match="negative_sampler"):
-        PreferenceCollator(processor, family, (CHOSEN, CHOSEN_CORRUPTED))
+    with pytest.raises(ValueError, match="negative image.* need a negative_sampler"):
+        PreferenceDataset([], None, negatives=1)
 
 
 def test_unpatchified_qwen2vl_pixels_are_the_resized_normalized_image(examples):

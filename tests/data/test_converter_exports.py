@@ -9,10 +9,12 @@ import datasets
 import pytest
 
 from mmpo.branches import CHOSEN, REJECTED
-from mmpo.data.collator import Example, PreferenceCollator, load_image
+from mmpo.data.collator import PreferenceCollator
 from mmpo.data.converters import ConvertError, Report, convert, export, export_records
+from mmpo.data.examples import Example
 from mmpo.data.records import Record, read_records
 from mmpo.data.rows import IGNORE_INDEX
+from mmpo.images import load_image
 from mmpo.models.families import get_family
 from mmpo.models.tiny import build_tiny_llava
 

@@ -1,17 +1,17 @@
-"""The data module: per-split samplers (a fixed validation corruption) and the validation branches."""
+"""The data of a run as the preference module plans it: per-split samplers (a fixed validation
+corruption) and the validation branches (image-reliance diagnostics)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED
-from mmpo.config import DataSchema
+from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED
 from mmpo.data.datamodule import PreferenceDataModule
+from mmpo.losses import build_loss
 from mmpo.models.families import get_family
 from mmpo.models.tiny import build_tiny_llava
-from mmpo.negatives import BlankSampler, CropSampler, RandomImageSampler
+from mmpo.modules.preference import plan
 
 
 @pytest.fixture(scope="module")
@@ -19,43 +19,46 @@ def processor():
     return build_tiny_llava(0)[1]
 
 
-def corrupted_pixels(shapes_dir, processor, split: str, sampler, val_sampler=None) -> torch.Tensor:
-    cfg = OmegaConf.structured(DataSchema(path=str(shapes_dir), limit_train=4, limit_val=4, batch_size=4))
-    cfg.shapes.num_scenes = 40
+def datamodule(compose, processor, overrides: list[str]) -> PreferenceDataModule:
+    cfg = compose(["data.limit_train=4", "data.limit_val=4", "data.batch_size=4", *overrides])
+    data = plan(cfg, build_loss(cfg.loss).requirements)
     module = PreferenceDataModule(
-        cfg, processor, get_family("llava"), [CHOSEN, REJECTED, CHOSEN_CORRUPTED], sampler, 0, val_sampler
+        cfg.data, processor, get_family("llava"), data.branches, data.samplers, cfg.seed
     )
     module.setup()
+    return module
+
+
+def negative_pixels(
+    compose, processor, split: str, sampler: str, val_sampler: str | None = None
+) -> torch.Tensor:
+    overrides = ["loss=mdpo", f"negative_sampler={sampler}"]
+    if val_sampler:
+        overrides.append(f"negative_sampler@val_negative_sampler={val_sampler}")
+    module = datamodule(compose, processor, overrides)
     loader = module.train_dataloader() if split == "train" else module.val_dataloader()
-    return next(iter(loader)).rows[CHOSEN_CORRUPTED].tensors["pixel_values"]
+    return next(iter(loader)).rows[CHOSEN_NEGATIVE].tensors["pixel_values"]
 
 
-def test_a_fixed_validation_sampler_gives_every_run_the_same_validation_corruption(shapes_dir, processor):
+def test_a_fixed_validation_sampler_gives_every_run_the_same_validation_corruption(compose, processor):
     """Runs that train with different corruptions are compared on the same corrupted validation images."""
-    crop = CropSampler()
-    with_random = corrupted_pixels(shapes_dir, processor, "val", RandomImageSampler(), crop)
-    with_blank = corrupted_pixels(shapes_dir, processor, "val", BlankSampler(), crop)
+    with_random = negative_pixels(compose, processor, "val", "random_image", "crop")
+    with_blank = negative_pixels(compose, processor, "val", "blank", "crop")
     torch.testing.assert_close(with_random, with_blank)
-    torch.testing.assert_close(with_random, corrupted_pixels(shapes_dir, processor, "val", crop))
+    torch.testing.assert_close(with_random, negative_pixels(compose, processor, "val", "crop"))
     # training keeps each run's own corruption
-    random_train = corrupted_pixels(shapes_dir, processor, "train", RandomImageSampler(), crop)
-    blank_train = corrupted_pixels(shapes_dir, processor, "train", BlankSampler(), crop)
+    random_train = negative_pixels(compose, processor, "train", "random_image", "crop")
+    blank_train = negative_pixels(compose, processor, "train", "blank", "crop")
     assert not torch.allclose(random_train, blank_train)
 
 
-def test_without_a_validation_sampler_validation_uses_the_training_one(shapes_dir, processor):
-    blank_val = corrupted_pixels(shapes_dir, processor, "val", BlankSampler())
-    torch.testing.assert_close(
-        blank_val, BlankSampler().corrupt_pixels(blank_val[0], None).expand_as(blank_val)
-    )
+def test_without_a_validation_sampler_validation_uses_the_training_one(compose, processor):
+    blank_val = negative_pixels(compose, processor, "val", "blank")
+    assert torch.equal(blank_val, torch.zeros_like(blank_val))
 
 
-def test_a_validation_sampler_alone_adds_the_corrupted_branch_to_validation_only(shapes_dir, processor):
-    cfg = OmegaConf.structured(DataSchema(path=str(shapes_dir)))
-    cfg.shapes.num_scenes = 40
-    module = PreferenceDataModule(
-        cfg, processor, get_family("llava"), [CHOSEN, REJECTED], None, 0, CropSampler()
-    )
-    module.setup()
+def test_a_validation_sampler_alone_adds_the_negative_branch_to_validation_only(compose, processor):
+    module = datamodule(compose, processor, ["loss=dpo", "negative_sampler@val_negative_sampler=crop"])
     assert module.collators["train"].branches == [CHOSEN, REJECTED]
-    assert module.collators["val"].branches == [CHOSEN, REJECTED, CHOSEN_CORRUPTED]
+    assert module.collators["val"].branches == [CHOSEN, REJECTED, CHOSEN_NEGATIVE]
+    assert module.datasets["train"].sampler is None and module.datasets["val"].negatives == 1

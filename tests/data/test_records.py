@@ -63,4 +63,4 @@ def test_skip_mode_counts_every_skipped_record(tmp_path):
 
 def test_rejected_is_optional_for_sft_data(tmp_path):
     row = {k: v for k, v in GOOD.items() if k != "rejected"}
-    assert read_records(write(tmp_path, [row]), require_rejected=False)[0].rejected is None
+    assert read_records(write(tmp_path, [row]), require_rejected=0)[0].rejected == []

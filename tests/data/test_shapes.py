@@ -57,12 +57,13 @@ def test_chosen_and_rejected_differ_only_in_one_hallucinated_object(shapes_dir):
     for record in read_records(shapes_dir / "train.jsonl"):
         if record.meta["kind"] != "caption":
             continue
-        chosen, rejected = record.chosen.split(" "), record.rejected.split(" ")
+        (rejected_text,) = record.rejected
+        chosen, rejected = record.chosen.split(" "), rejected_text.split(" ")
         assert len(chosen) == len(rejected)
         diff = [i for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)) if c != r]
         assert diff and diff[-1] - diff[0] <= 2  # article, colour and/or shape word of one object
         assert record.meta["hallucinated"] not in record.meta["objects"]
-        assert record.meta["hallucinated"] in record.rejected
+        assert record.meta["hallucinated"] in rejected_text
 
 
 def test_qa_answers_are_exact(shapes_dir):

@@ -14,10 +14,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED, Branch
-from mmpo.data.collator import Example, PreferenceCollator, load_image
+from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED, Branch, negatives_needed
+from mmpo.data.collator import PreferenceCollator
+from mmpo.data.examples import PreferenceDataset
 from mmpo.data.records import Record, read_records
 from mmpo.data.rows import PreferenceBatch
+from mmpo.engine.reference import build_reference
 from mmpo.models.families import Family, get_family
 from mmpo.models.loading import attach_lora
 from mmpo.models.tiny import build_tiny_llava, build_tiny_qwen2vl
@@ -25,7 +27,7 @@ from mmpo.negatives import CropSampler
 
 BRANCH_SETS: dict[str, tuple[Branch, ...]] = {
     "dpo": (CHOSEN, REJECTED),
-    "mdpo": (CHOSEN, REJECTED, CHOSEN_CORRUPTED),
+    "mdpo": (CHOSEN, REJECTED, CHOSEN_NEGATIVE),
 }
 
 
@@ -104,11 +106,22 @@ def collate(
     epoch: int = 0,
     seed: int = 0,
 ) -> PreferenceBatch:
-    contexts = sorted({r.context for r in records if r.context})
-    collator = PreferenceCollator(
-        processor, family, branches, sampler=CropSampler(), context_pool=contexts, seed=seed
+    """The batch the data module builds for ``records``: draws made by the data set (a crop sampler for
+    negative branches), rows by the collator."""
+    dataset = PreferenceDataset(
+        records,
+        CropSampler(),
+        negatives_needed(branches),
+        swap_context=any(b.context == "swapped" for b in branches),
+        seed=seed,
     )
-    return collator([Example(r, [load_image(p) for p in r.images], [], epoch) for r in records])
+    dataset.epoch = epoch
+    return PreferenceCollator(processor, family, branches)([dataset[i] for i in range(len(dataset))])
+
+
+def Reference(strategy: str, policy, mode: str, **options):
+    """The reference strategy ``strategy`` as a run builds it from ``conf/reference/<strategy>.yaml``."""
+    return build_reference({"strategy": strategy, **options}, policy, mode)
 
 
 def mixed_records(records: Sequence[Record], n: int = 3) -> list[Record]:

@@ -12,17 +12,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED, Branch
-from mmpo.config import ConfigError, DataSchema, check_config
+from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED, Branch
+from mmpo.config import ConfigError, DataSchema
 from mmpo.data import shapes
 from mmpo.data.datamodule import PreferenceDataModule
-from mmpo.engine.adapters import base_model
-from mmpo.engine.cache import ReferenceCacheError, epoch_dependent
-from mmpo.engine.reference import Reference
+from mmpo.data.examples import draws_per_epoch
+from mmpo.engine.cache import ReferenceCacheError
+from mmpo.models.families import base_model
 from mmpo.negatives import CropSampler
-from mmpo.train import run
+from mmpo.train import check_run, run
 
-from .conftest import BRANCH_SETS, collate, make_policy, mixed_records
+from .conftest import BRANCH_SETS, Reference, collate, make_policy, mixed_records
 
 LOGP_TOL = {"atol": 1e-5, "rtol": 1.3e-6}
 
@@ -33,7 +33,9 @@ def datamodule(path: Path, processor, family, branches, seed: int = 0) -> Prefer
         DataSchema(path=str(path), limit_train=4, limit_val=2, batch_size=3, max_length=512)
     )
     cfg.shapes.num_scenes = 10
-    module = PreferenceDataModule(cfg, processor, family, branches, CropSampler(), seed)
+    sampler = CropSampler()
+    splits = {"train": branches, "val": branches}
+    module = PreferenceDataModule(cfg, processor, family, splits, {"train": sampler, "val": sampler}, seed)
     module.setup()
     return module
 
@@ -61,7 +63,7 @@ def test_precomputed_equals_live_reference_per_split_and_epoch(tmp_path):
             seen[split, epoch] = got
     # the corrupted image is re-drawn each epoch, the original is not
     assert torch.equal(seen["train", 0][CHOSEN], seen["train", 1][CHOSEN])
-    assert not torch.equal(seen["train", 0][CHOSEN_CORRUPTED], seen["train", 1][CHOSEN_CORRUPTED])
+    assert not torch.equal(seen["train", 0][CHOSEN_NEGATIVE], seen["train", 1][CHOSEN_NEGATIVE])
     assert cached.cache.path.parent == tmp_path / "shapes" / "reference_cache" and cached.cache.path.is_file()
 
 
@@ -75,14 +77,19 @@ def test_changed_seed_or_weights_invalidate_the_cache(tmp_path):
     same = Reference("precomputed", policy, "batched", on_missing="fail")
     same.prepare(policy, datamodule(path, processor, family, BRANCH_SETS["mdpo"]), 0)  # reads the cache
 
-    with pytest.raises(ReferenceCacheError, match=r"stale for this run; it differs in: seed: 0 -> 1"):
+    with pytest.raises(
+        ReferenceCacheError,
+        match=r"stale for this run; it differs in: inputs.train.seed: 0 -> 1; inputs.val.seed: 0 -> 1\n",
+    ):
         Reference("precomputed", policy, "batched", on_missing="fail").prepare(
             policy, datamodule(path, processor, family, BRANCH_SETS["mdpo"], seed=1), 0
         )
 
     with torch.no_grad():
         base_model(policy).lm_head.weight.add_(0.01)
-    with pytest.raises(ReferenceCacheError, match=r"differs in: model_weights: hash [0-9a-f]{12} -> hash"):
+    with pytest.raises(
+        ReferenceCacheError, match=r"differs in: model.weights: \"[0-9a-f]{32}\" -> \"[0-9a-f]{32}\""
+    ):
         Reference("precomputed", policy, "batched", on_missing="fail").prepare(
             policy, datamodule(path, processor, family, BRANCH_SETS["mdpo"]), 0
         )
@@ -93,7 +100,7 @@ def test_missing_entry_or_unprepared_cache_is_a_clear_error(tmp_path):
     module = datamodule(tmp_path / "shapes", processor, family, BRANCH_SETS["dpo"])
     reference = Reference("precomputed", policy, "batched")
     batch = batch_of(module, "train", 0)
-    with pytest.raises(ReferenceCacheError, match="call Reference.prepare"):
+    with pytest.raises(ReferenceCacheError, match="call prepare"):
         reference.logps(policy, batch)
     reference.prepare(policy, module, 0)
     with pytest.raises(
@@ -105,7 +112,7 @@ def test_missing_entry_or_unprepared_cache_is_a_clear_error(tmp_path):
 def test_epoch_dependent_branches_are_exactly_the_epoch_seeded_ones(records):
     """The cache keys only epoch-seeded branches by epoch; check that claim against the collator."""
     _, processor, family = make_policy("llava", gradient_checkpointing=False)
-    branches = (CHOSEN, REJECTED, CHOSEN_CORRUPTED, Branch("chosen", context="swapped"))
+    branches = (CHOSEN, REJECTED, CHOSEN_NEGATIVE, Branch("chosen", context="swapped"))
     sample = mixed_records(records, 3)
     first, second = (collate(processor, family, sample, branches, epoch=e) for e in (0, 1))
     for branch in branches:
@@ -113,14 +120,14 @@ def test_epoch_dependent_branches_are_exactly_the_epoch_seeded_ones(records):
             torch.equal(first.rows[branch].tensors[k], second.rows[branch].tensors[k])
             for k in first.rows[branch].tensors
         )
-        assert same != epoch_dependent(branch), branch
+        assert same != draws_per_epoch(branch, CropSampler()), branch
 
 
 def test_config_refuses_what_no_cache_or_layout_can_hold(compose):
     with pytest.raises(
         ConfigError, match="reference=precomputed cannot hold negative_sampler.resample_per_forward"
     ):
-        check_config(
+        check_run(
             compose(
                 [
                     "reference=precomputed",
@@ -131,9 +138,9 @@ def test_config_refuses_what_no_cache_or_layout_can_hold(compose):
             )
         )
     with pytest.raises(
-        ConfigError, match=r"full fine-tuning and the epoch-seeded branches \['chosen@corrupted'\]"
+        ConfigError, match=r"full fine-tuning and the epoch-seeded branches \['chosen@negative\[0\]'\]"
     ):
-        check_config(
+        check_run(
             compose(
                 [
                     "reference=precomputed",
@@ -147,9 +154,9 @@ def test_config_refuses_what_no_cache_or_layout_can_hold(compose):
     with pytest.raises(
         ConfigError, match=r"engine.mode=shared_prefix does not support model.family='llava_next'"
     ):
-        check_config(compose(["engine.mode=shared_prefix", "model.family=llava_next"]))
+        check_run(compose(["engine.mode=shared_prefix", "model.family=llava_next"]))
     with pytest.raises(ConfigError, match=r"reference.on_missing='later'; allowed: \['fill', 'fail'\]"):
-        check_config(compose(["reference=precomputed", "reference.on_missing=later"]))
+        check_run(compose(["reference=precomputed", "reference.on_missing=later"]))
 
 
 def test_training_with_a_precomputed_reference_starts_at_log_2(compose, tmp_path):

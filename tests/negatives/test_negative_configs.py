@@ -5,15 +5,16 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mmpo.config import NEGATIVE_SAMPLERS
 from mmpo.negatives import (
     BlankSampler,
     CropSampler,
     DiffusionNoiseSampler,
+    ListedSampler,
     MoCoV2Sampler,
     RandomImageSampler,
     RotateSampler,
     build_negative_sampler,
+    sampler_options,
 )
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "negative_sampler"
@@ -26,6 +27,7 @@ EXPECTED = {
     "blank": BlankSampler,
     "rotate": RotateSampler,
     "mocov2": MoCoV2Sampler,
+    "listed": ListedSampler,
     "none": type(None),
 }
 
@@ -35,7 +37,7 @@ def load(name: str):
 
 
 def test_every_yaml_is_covered_and_named_in_the_error_messages():
-    assert {path.stem for path in CONF.glob("*.yaml")} == set(EXPECTED) == {*NEGATIVE_SAMPLERS, "none"}
+    assert {path.stem for path in CONF.glob("*.yaml")} == set(EXPECTED) == {*sampler_options(), "none"}
 
 
 @pytest.mark.parametrize("name, cls", EXPECTED.items())
@@ -79,3 +81,8 @@ def test_target_that_is_not_a_sampler_raises():
 def test_bad_value_in_yaml_fails_at_build_time():
     with pytest.raises(ValueError, match="scale"):
         build_negative_sampler(OmegaConf.merge(load("crop"), {"scale": [0.5, 0.2]}))
+
+
+def test_an_unknown_option_of_a_sampler_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match="apply_to"):
+        build_negative_sampler(OmegaConf.merge(load("random_image"), {"apply_to": "pixels"}))

@@ -1,4 +1,5 @@
-"""Behaviour of each corrupted-image sampler in PIL and pixel mode."""
+"""Behaviour of each negative sampler: the transforms in PIL and pixel mode, the draws of other images,
+and the K negatives a sampler gives a record (seeded, independent, identical on every call)."""
 
 import math
 
@@ -12,8 +13,10 @@ from mmpo.negatives import (
     BlankSampler,
     CropSampler,
     DiffusionNoiseSampler,
+    ListedSampler,
     MoCoV2Sampler,
     NegativeSampler,
+    Pool,
     RandomImageSampler,
     RotateSampler,
     noise_schedule,
@@ -33,12 +36,6 @@ def make_pixels(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.randn(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 
-def other_image(generator: torch.Generator) -> Image.Image:
-    """Another record's image, drawn with the generator (different size on purpose)."""
-    pixels = torch.randint(0, 256, (20, 30, 3), generator=generator, dtype=torch.uint8)
-    return Image.fromarray(pixels.numpy())
-
-
 def generator(sampler: NegativeSampler, epoch: int = 0) -> torch.Generator:
     return seeded_generator(seed=0, record_id="rec-1", epoch=epoch, name=sampler.name)
 
@@ -50,7 +47,6 @@ STOCHASTIC = {
     "diffusion-pil": lambda: DiffusionNoiseSampler(apply_to="pil"),
     "rotate-pixels": lambda: RotateSampler(apply_to="pixels"),
     "rotate-pil": lambda: RotateSampler(apply_to="pil"),
-    "random_image-pil": lambda: RandomImageSampler(),
     "mocov2-pil": lambda: MoCoV2Sampler(),
 }
 
@@ -58,7 +54,7 @@ STOCHASTIC = {
 def corrupt(sampler: NegativeSampler, epoch: int, dtype: torch.dtype = torch.float32):
     if sampler.apply_to == "pixels":
         return sampler.corrupt_pixels(make_pixels(dtype), generator(sampler, epoch))
-    return sampler.corrupt_image(make_image(), generator(sampler, epoch), other_image)
+    return sampler.corrupt_image(make_image(), generator(sampler, epoch))
 
 
 def as_array(output) -> np.ndarray:
@@ -233,15 +229,93 @@ def test_rotation_of_pixels_matches_pil_rotation():
     assert (np.asarray(pil) != image).any(-1).mean() > 0.1
 
 
-def test_random_image_is_the_other_image_resized():
-    output = RandomImageSampler().corrupt_image(make_image(), generator(RandomImageSampler()), other_image)
-    expected = other_image(generator(RandomImageSampler())).resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR)
-    np.testing.assert_array_equal(np.asarray(output), np.asarray(expected))
+# --- K negatives per record ---------------------------------------------------------------------
 
 
-def test_random_image_without_other_image_raises():
-    with pytest.raises(ValueError, match="other_image"):
-        RandomImageSampler().corrupt_image(make_image(), torch.Generator())
+@pytest.fixture
+def gallery(tmp_path):
+    """Three records, each with its own image file (different sizes on purpose)."""
+    from mmpo.data.records import Record
+
+    records = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        make_image(seed=i + 1, size=(20 + 4 * i, 30)).save(path)
+        records.append(Record(f"r{i}", [str(path)], "p", "c", ["r"], negative_images=[]))
+    return records
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: CropSampler(apply_to="pil"), lambda: RotateSampler()], ids=["crop", "rotate"]
+)
+def test_k_pil_negatives_are_independent_draws_and_the_same_on_every_call(make, gallery):
+    sampler, record = make(), gallery[0]
+    images = [make_image()]
+    first = sampler.negatives(record, images, 3, 0, 0, Pool())
+    again = sampler.negatives(record, images, 3, 0, 0, Pool())
+    arrays = [as_array(n.images[0]) for n in first]
+    assert len(first) == 3 and all(
+        np.array_equal(a, as_array(b.images[0])) for a, b in zip(arrays, again, strict=True)
+    )
+    assert not np.array_equal(arrays[0], arrays[1]) and not np.array_equal(arrays[1], arrays[2])
+    # the first negative is the one a single-negative run draws (stream = the sampler's name)
+    expected = sampler.corrupt_image(images[0], seeded_generator(0, record.id, 0, sampler.name))
+    np.testing.assert_array_equal(arrays[0], as_array(expected))
+    reference = sampler.negatives(record, images, 1, 0, 0, Pool(), reference=True)[0]
+    assert not np.array_equal(arrays[0], as_array(reference.images[0]))  # resample_per_forward's own draw
+
+
+def test_pixel_negatives_carry_a_transform_that_gives_the_same_pixels_every_time(gallery):
+    sampler = DiffusionNoiseSampler()
+    (negative,) = sampler.negatives(gallery[0], [make_image()], 1, 0, 0, Pool())
+    assert negative.pixel_transform is not None and np.array_equal(
+        as_array(negative.images[0]), as_array(make_image())
+    )
+    pixels = [make_pixels(), make_pixels() + 1]
+    first, again = negative.pixel_transform(pixels), negative.pixel_transform(pixels)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    g = seeded_generator(0, "r0", 0, "diffusion")  # one generator across the record's images, in order
+    assert all(torch.equal(a, sampler.corrupt_pixels(p, g)) for a, p in zip(first, pixels, strict=True))
+
+
+def test_random_images_are_other_records_images_resized_and_distinct(gallery):
+    record, pool = gallery[0], Pool([r.images[0] for r in gallery])
+    image = make_image()
+    negatives = RandomImageSampler().negatives(record, [image], 2, 0, 0, pool)
+    others = {
+        p: np.asarray(Image.open(p).convert("RGB").resize(image.size, Image.Resampling.BILINEAR))
+        for p in pool.images[1:]
+    }
+    drawn = [
+        next(p for p, a in others.items() if np.array_equal(np.asarray(n.images[0]), a)) for n in negatives
+    ]
+    assert sorted(drawn) == sorted(others)  # two negatives, two distinct other images, never the own
+    assert all(n.images[0].size == image.size for n in negatives)
+    by_epoch = [
+        np.asarray(RandomImageSampler().negatives(record, [image], 1, 0, e, pool)[0].images[0])
+        for e in range(8)
+    ]
+    assert any(not np.array_equal(by_epoch[0], other) for other in by_epoch[1:])  # re-drawn per epoch
+
+
+def test_random_image_without_another_image_is_a_clear_error(gallery):
+    with pytest.raises(ValueError, match="random_image needs other images"):
+        RandomImageSampler().negatives(gallery[0], [make_image()], 1, 0, 0, Pool(gallery[0].images))
+
+
+def test_listed_negatives_are_the_records_own_in_order_and_a_missing_one_is_named(gallery):
+    record = gallery[0]
+    record.negative_images = [gallery[2].images[0], gallery[1].images[0]]
+    first, second = ListedSampler().negatives(record, [make_image()], 2, 0, 5, Pool())
+    assert np.array_equal(
+        np.asarray(first.images[0]), np.asarray(Image.open(gallery[2].images[0]).convert("RGB"))
+    )
+    assert np.array_equal(
+        np.asarray(second.images[0]), np.asarray(Image.open(gallery[1].images[0]).convert("RGB"))
+    )
+    assert not ListedSampler.epoch_dependent
+    with pytest.raises(ValueError, match="needs 3 negative image.*lists 2"):
+        ListedSampler().negatives(record, [make_image()], 3, 0, 0, Pool())
 
 
 # --- construction errors ------------------------------------------------------------------------
@@ -250,7 +324,7 @@ def test_random_image_without_other_image_raises():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: RandomImageSampler(apply_to="pixels"), r"apply_to='pixels'.*allowed: \['pil'\]"),
+        (lambda: MoCoV2Sampler(apply_to="pixels"), r"apply_to='pixels'.*allowed: \['pil'\]"),
         (lambda: CropSampler(apply_to="tensor"), r"apply_to='tensor'.*allowed"),
         (lambda: CropSampler(scale=(0.5, 0.2)), "scale"),
         (lambda: CropSampler(scale=(0.0, 0.2)), "scale"),

@@ -3,8 +3,11 @@
 For each (branch, record) the collator builds ``[templated prompt with image placeholders | response |
 eos]`` with labels -100 over the prompt. The prompt goes through the processor (which expands image
 placeholders and returns the image tensors); the response is tokenized on its own and appended, so every
-branch of a record shares the identical prompt ids. Image placeholder tokens are counted and checked
-against the processed images, and over-long rows follow ``truncation`` without ever cutting the prompt:
+branch of a record that sees the same image and context shares the identical prompt ids. Everything random
+was drawn before (:mod:`mmpo.data.examples`): a branch takes the record's images, its k-th negative (with
+the negative's pixel transform applied to the processed tensor) or none, and its own or the swapped
+context. Image placeholder tokens are counted and checked against the processed images, and over-long rows
+follow ``truncation`` without ever cutting the prompt:
 
 - ``delete``: drop the record (all its branches) and count it;
 - ``truncate_response``: cut the responses to fit (a prompt that alone is too long is dropped and counted);
@@ -15,36 +18,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
 from transformers import ProcessorMixin
 
 from mmpo.branches import Branch
-from mmpo.config import NEGATIVE_SAMPLERS
+from mmpo.data.examples import Example
 from mmpo.data.records import Record, RecordError
 from mmpo.data.rows import IGNORE_INDEX, TOKEN_KEYS, PreferenceBatch, Rows, concat_rows
 from mmpo.models.families import Family
-from mmpo.negatives.base import NegativeSampler, seeded_generator
+from mmpo.negatives.base import Negative
 
 TRUNCATION_MODES = ("delete", "truncate_response", "raise")
 IMAGE_MODES = ("original", "none")
-
-
-@dataclass
-class Example:
-    """A record with its images loaded, as the data set yields it."""
-
-    record: Record
-    images: list[Image.Image]
-    negative_images: list[Image.Image]
-    epoch: int = 0
-
-
-def load_image(path: str) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+"""``data.image``: ``none`` removes the images of the original-image rows (the "DPO (No Image)" ablation)."""
 
 
 class TooLong(Exception):
@@ -61,20 +50,11 @@ class PreferenceCollator:
         truncation: str = "delete",
         image: str = "original",
         context_template: str = "{prompt}\nContext:\n{context}",
-        sampler: NegativeSampler | None = None,
-        image_pool: Sequence[str] = (),
-        context_pool: Sequence[str] = (),
-        seed: int = 0,
     ):
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"data.truncation={truncation!r}; allowed: {list(TRUNCATION_MODES)}")
         if image not in IMAGE_MODES:
             raise ValueError(f"data.image={image!r}; allowed: {list(IMAGE_MODES)}")
-        if any(b.image == "corrupted" for b in branches) and sampler is None and image != "none":
-            raise ValueError(
-                "the loss needs chosen@corrupted but negative_sampler is none; "
-                f"choose one of negative_sampler={'|'.join(NEGATIVE_SAMPLERS)}"
-            )
         self.processor = processor
         self.family = family
         self.branches = list(branches)
@@ -82,76 +62,74 @@ class PreferenceCollator:
         self.truncation = truncation
         self.image = image
         self.context_template = context_template
-        self.sampler = sampler
-        self.image_pool = list(image_pool)
-        self.context_pool = list(context_pool)
-        self.seed = seed
         self.tokenizer = processor.tokenizer
         self.pad_token_id = self.tokenizer.pad_token_id
         self.image_token_id = family.image_token_id(processor)
 
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What determines the rows besides the examples and the processor, for the reference cache."""
+        return {
+            "branches": sorted(map(str, self.branches)),
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "image": self.image,
+            "context_template": self.context_template,
+            "response_separator": self.family.response_separator,
+        }
+
     # ---- per-branch inputs -------------------------------------------------------------------------
-    def _generator(self, example: Example, name: str) -> torch.Generator:
-        return seeded_generator(self.seed, example.record.id, example.epoch, name)
+    def _negative(self, example: Example, branch: Branch, reference: bool) -> Negative:
+        negatives = (
+            example.reference_negatives if reference and example.reference_negatives else example.negatives
+        )
+        if branch.k >= len(negatives):
+            raise RecordError(
+                f"record {example.record.id!r}: branch {branch} needs negative image {branch.k}, but the "
+                f"negative_sampler drew {len(negatives)}"
+            )
+        return negatives[branch.k]
 
-    def _other_image(self, example: Example):
-        own = example.record.images[0]
-
-        def draw(generator: torch.Generator) -> Image.Image:
-            candidates = [p for p in self.image_pool if p != own]
-            if not candidates:
-                raise RecordError("negative_sampler=random_image needs at least two distinct images")
-            return load_image(candidates[int(torch.randint(len(candidates), (1,), generator=generator))])
-
-        return draw
-
-    def _images(self, example: Example, branch: Branch, stream: str) -> list[Image.Image]:
-        if self.image == "none" or branch.image == "none":
-            return []
+    def _images(
+        self, example: Example, branch: Branch, reference: bool
+    ) -> tuple[list[Image.Image], Negative | None]:
+        if branch.image == "none" or (branch.image == "original" and self.image == "none"):
+            return [], None
         if branch.image == "negative":
-            if branch.k >= len(example.negative_images):
-                raise RecordError(
-                    f"record {example.record.id!r}: the loss needs negative image {branch.k} "
-                    f"but field 'negative_images' has {len(example.negative_images)}"
-                )
-            return [example.negative_images[branch.k]]
-        if branch.image == "corrupted" and self.sampler.apply_to == "pil":
-            generator = self._generator(example, stream)
-            return [
-                self.sampler.corrupt_image(im, generator, self._other_image(example)) for im in example.images
-            ]
-        return example.images
+            negative = self._negative(example, branch, reference)
+            return list(negative.images), negative
+        return example.images, None
 
     def _prompt_text(self, example: Example, branch: Branch) -> str:
         record = example.record
-        context = record.context
-        if branch.context == "swapped":
-            others = [c for c in self.context_pool if c != context]
-            if not others:
-                raise RecordError("swapped-context branches need at least two distinct contexts in the data")
-            generator = self._generator(example, "context")
-            context = others[int(torch.randint(len(others), (1,), generator=generator))]
+        context = example.swapped_context if branch.context == "swapped" else record.context
         if context is None:
             return record.prompt
         return self.context_template.format(prompt=record.prompt, context=context)
 
-    def _row(self, example: Example, branch: Branch, stream: str) -> Rows:
+    def _response(self, record: Record, branch: Branch) -> str:
+        if branch.response == "chosen":
+            return record.chosen
+        if branch.j >= len(record.rejected):
+            raise RecordError(
+                f"record {record.id!r}: branch {branch} needs rejected response {branch.j}, but field "
+                f"'rejected' holds {len(record.rejected)}"
+            )
+        return record.rejected[branch.j]
+
+    def _row(self, example: Example, branch: Branch, reference: bool = False) -> Rows:
         record = example.record
-        images = self._images(example, branch, stream)
+        images, negative = self._images(example, branch, reference)
         text = self.family.chat_prompt(self.processor, self._prompt_text(example, branch), len(images))
         encoded = self.processor(text=[text], images=images or None, return_tensors="pt")
         prompt_ids = encoded["input_ids"][0]
         image_inputs = {k: v for k, v in encoded.items() if k not in TOKEN_KEYS}
         self._check_image_tokens(record, prompt_ids, image_inputs, len(images))
-        if branch.image == "corrupted" and images and self.sampler.apply_to == "pixels":
-            generator = self._generator(example, stream)
-            pixels = self.family.image_tensors(self.processor, image_inputs)
-            pixels = [self.sampler.corrupt_pixels(p, generator) for p in pixels]
+        if negative is not None and negative.pixel_transform is not None:
+            pixels = negative.pixel_transform(self.family.image_tensors(self.processor, image_inputs))
             image_inputs = self.family.with_image_tensors(self.processor, image_inputs, pixels)
-        response = getattr(record, branch.response)
-        if response is None:
-            raise RecordError(f"record {record.id!r}: the loss needs field {branch.response!r}")
-        response_ids = self.tokenizer(self.family.response_separator + response, add_special_tokens=False)
+        response_ids = self.tokenizer(
+            self.family.response_separator + self._response(record, branch), add_special_tokens=False
+        )
         response_ids = torch.tensor(response_ids["input_ids"] + [self.tokenizer.eos_token_id])
         room = self.max_length - len(prompt_ids)
         if len(response_ids) > room:
@@ -190,13 +168,11 @@ class PreferenceCollator:
         dropped: Counter[str] = Counter()
         for example in examples:
             try:
-                rows = {
-                    b: self._row(example, b, self.sampler.name if self.sampler else "") for b in self.branches
-                }
+                rows = {b: self._row(example, b) for b in self.branches}
                 reference = {
-                    b: self._row(example, b, f"{self.sampler.name}:reference")
+                    b: self._row(example, b, reference=True)
                     for b in self.branches
-                    if b.image == "corrupted" and self.sampler.resample_per_forward and self.image != "none"
+                    if b.image == "negative" and example.reference_negatives
                 }
             except TooLong as reason:
                 dropped[str(reason)] += 1
@@ -214,4 +190,12 @@ class PreferenceCollator:
             reference_rows=gather(2),
             dropped=dict(dropped),
             epoch=max((example.epoch for example in examples), default=0),
+            negative_log_q=negative_log_q([k[0] for k in kept]),
         )
+
+
+def negative_log_q(examples: list[Example]) -> torch.Tensor | None:
+    """``[records, K]`` log q of each example's negatives (importance-weighted draws), or None."""
+    if not examples or not examples[0].negatives or examples[0].negatives[0].log_q is None:
+        return None
+    return torch.tensor([[n.log_q for n in e.negatives] for e in examples], dtype=torch.float32)

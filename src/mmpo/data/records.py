@@ -6,9 +6,10 @@ One JSON object per line::
      "images": ["images/s0-00001.png"],     # paths, relative to the JSONL file or absolute ([] = text only)
      "prompt": "Describe the image.",       # user text, without chat template or image placeholder
      "chosen": "A red circle ...",          # preferred response (the SFT target)
-     "rejected": "A blue circle ...",       # dispreferred response (may be absent for SFT data)
+     "rejected": "A blue circle ...",       # dispreferred response, or a list of them, most preferred
+                                            # first (rejected[j] branches); may be absent for SFT data
      "context": "Shared by ...",            # optional: context text (MCM-DPO)
-     "negative_images": ["..."],            # optional: negative images (MISP-DPO)
+     "negative_images": ["..."],            # optional: negative images (negative_sampler=listed)
      "meta": {...}}                         # optional: anything else, carried along
 
 Bad records raise :class:`RecordError` naming the file, line, record id and field; with
@@ -22,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ON_ERROR = ("raise", "skip")
+"""``data.on_error``: stop at a bad record, or skip it and count it in the data report."""
+
 
 class RecordError(ValueError):
     """A record that does not follow the schema."""
@@ -33,7 +37,8 @@ class Record:
     images: list[str]
     prompt: str
     chosen: str
-    rejected: str | None = None
+    rejected: list[str] = field(default_factory=list)
+    """The dispreferred responses, most preferred first (one for pairwise data, none for SFT data)."""
     context: str | None = None
     negative_images: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -55,14 +60,24 @@ def _check_str(obj: dict, key: str, where: str, optional: bool = False) -> None:
         raise RecordError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
 
 
-def parse_record(obj: Any, where: str, base_dir: Path, require_rejected: bool) -> Record:
+def parse_record(obj: Any, where: str, base_dir: Path, require_rejected: int) -> Record:
+    """A :class:`Record` from one JSON object; ``require_rejected`` is how many rejected responses the
+    run's branches read."""
     if not isinstance(obj, dict):
         raise RecordError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
     _check_str(obj, "id", where)
     where = f"{where} (record id {obj['id']!r})"
     _check_str(obj, "prompt", where)
     _check_str(obj, "chosen", where)
-    _check_str(obj, "rejected", where, optional=not require_rejected)
+    rejected = obj.get("rejected", [])
+    rejected = [rejected] if isinstance(rejected, str) else rejected
+    if not isinstance(rejected, list) or not all(isinstance(r, str) and r for r in rejected):
+        raise RecordError(
+            f"{where}: field 'rejected' must be a non-empty string or a list of them, got {obj.get('rejected')!r}"
+        )
+    if len(rejected) < require_rejected:
+        found = "no field 'rejected'" if not rejected else f"field 'rejected' holds {len(rejected)}"
+        raise RecordError(f"{where}: the loss needs {require_rejected} rejected response(s); {found}")
     _check_str(obj, "context", where, optional=True)
     paths = {}
     for key in ("images", "negative_images"):
@@ -79,7 +94,7 @@ def parse_record(obj: Any, where: str, base_dir: Path, require_rejected: bool) -
         images=paths["images"],
         prompt=obj["prompt"],
         chosen=obj["chosen"],
-        rejected=obj.get("rejected"),
+        rejected=rejected,
         context=obj.get("context"),
         negative_images=paths["negative_images"],
         meta=obj.get("meta", {}),
@@ -87,11 +102,12 @@ def parse_record(obj: Any, where: str, base_dir: Path, require_rejected: bool) -
 
 
 def read_records(
-    path: str | Path, on_error: str = "raise", require_rejected: bool = True, report: ReadReport | None = None
+    path: str | Path, on_error: str = "raise", require_rejected: int = 1, report: ReadReport | None = None
 ) -> list[Record]:
-    """Read a JSONL file of records; ``on_error`` is ``raise`` or ``skip`` (counted in ``report``)."""
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"data.on_error={on_error!r}; allowed: ['raise', 'skip']")
+    """Read a JSONL file of records; ``on_error`` is ``raise`` or ``skip`` (counted in ``report``);
+    ``require_rejected``: how many rejected responses a record must hold (0 for SFT data)."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"data.on_error={on_error!r}; allowed: {list(ON_ERROR)}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(

@@ -7,7 +7,7 @@ passed to the model except ``labels``; only the per-token keys below need a padd
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -70,25 +70,27 @@ class PreferenceBatch:
     reference_rows: dict[Branch, Rows] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     epoch: int = 0
-    """The data epoch that seeded the inputs (corruptions, swapped contexts); keys precomputed references."""
+    """The data epoch that seeded the inputs (negatives, swapped contexts); keys precomputed references."""
+    negative_log_q: Tensor | None = None
+    """``[records, K]`` log q of each record's negatives when the sampler weights its draws."""
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def to(self, device: torch.device | str) -> PreferenceBatch:
-        return PreferenceBatch(
-            self.ids,
-            {b: r.to(device) for b, r in self.rows.items()},
-            self.pad_token_id,
-            {b: r.to(device) for b, r in self.reference_rows.items()},
-            self.dropped,
-            self.epoch,
+        return replace(
+            self,
+            rows={b: r.to(device) for b, r in self.rows.items()},
+            reference_rows={b: r.to(device) for b, r in self.reference_rows.items()},
+            negative_log_q=None if self.negative_log_q is None else self.negative_log_q.to(device),
         )
+
+    def with_rows(self, rows: dict[Branch, Rows]) -> PreferenceBatch:
+        """The same records with other rows (and no reference rows of their own)."""
+        return replace(self, rows=rows, reference_rows={})
 
     def for_reference(self) -> PreferenceBatch:
         """The batch the reference model scores."""
         if not self.reference_rows:
             return self
-        return PreferenceBatch(
-            self.ids, {**self.rows, **self.reference_rows}, self.pad_token_id, epoch=self.epoch
-        )
+        return self.with_rows({**self.rows, **self.reference_rows})

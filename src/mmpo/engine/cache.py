@@ -5,18 +5,22 @@ determines the reference inputs and model, and nothing else (not the engine mode
 size, which change numbers only by kernel rounding)::
 
     <data dir>/reference_cache/<fingerprint[:16]>.pt
-    fingerprint = BLAKE2b( data files | processor + tokenizer + chat template | collator settings and
-                           pools | negative sampler name + parameters | seed | model config | weights )
+    fingerprint = BLAKE2b( the fields of each component that shapes the inputs | model config | weights )
+
+Each component states its own fields (``fingerprint_fields()``): the data module (record files, images,
+processor, tokenizer and chat template), each split's draws (seed, negative sampler and its parameters,
+pools) and rows (length and truncation settings, template), and the model (:func:`model_fields`).
 
 ``weights`` hashes the reference weights (the base weights with LoRA adapters off, or the full initial
 weights), so a changed sampler seed, data file or checkpoint names another file; a run that finds no
 entry fails with an error that lists what differs from the caches that do exist (``on_missing=fail``)
 or computes the missing entries first (``on_missing=fill``).
 
-Entries are keyed ``(split, record id, branch, epoch)``. Inputs seeded by the epoch (corrupted images,
-swapped contexts: :func:`epoch_dependent`) differ per epoch, so their key holds the epoch and the pass
-runs again for each new epoch; every other branch is keyed with epoch ``-1`` (any epoch) and computed
-once. A record the collator dropped for length is stored as NaN so it is not recomputed.
+Entries are keyed ``(split, record id, branch, epoch)``. Inputs drawn per epoch (negatives of a random
+sampler, swapped contexts: the data says which, ``epoch_dependent(split, branch)``) differ per epoch, so
+their key holds the epoch and the pass runs again for each new epoch; every other branch is keyed with
+epoch ``-1`` (any epoch) and computed once. A record the collator dropped for length is stored as NaN so it
+is not recomputed.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +43,7 @@ from mmpo.branches import Branch, LogProbs
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "reference_cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ANY_EPOCH = -1
 
 EntryKey = tuple[str, str, str, int]
@@ -47,13 +53,12 @@ class ReferenceCacheError(RuntimeError):
     """A precomputed reference that is missing, stale or impossible for the configuration."""
 
 
-def epoch_dependent(branch: Branch) -> bool:
-    """True when the collator draws the branch's inputs from a generator seeded by the epoch."""
-    return branch.image == "corrupted" or branch.context == "swapped"
+EpochDependent = Callable[[str, Branch], bool]
+"""Whether the inputs of a branch of a split are drawn per epoch."""
 
 
-def entry_key(split: str, record_id: str, branch: Branch, epoch: int) -> EntryKey:
-    return split, record_id, str(branch), epoch if epoch_dependent(branch) else ANY_EPOCH
+def entry_key(split: str, record_id: str, branch: Branch, epoch: int, per_epoch: bool) -> EntryKey:
+    return split, record_id, str(branch), epoch if per_epoch else ANY_EPOCH
 
 
 # ---- fingerprint -----------------------------------------------------------------------------------
@@ -96,92 +101,57 @@ def weights_digest(model: nn.Module) -> str:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Named components, each ``(digest, short human-readable summary)``."""
+    """Named components, each a JSON-able dict of fields; the digest covers them all."""
 
-    components: dict[str, tuple[str, str]]
+    components: dict[str, dict[str, Any]]
 
     @property
     def digest(self) -> str:
-        return _digest(_json({k: v[0] for k, v in self.components.items()}))
+        return _digest(_json(self.components))
 
     def differences(self, other: Fingerprint) -> list[str]:
-        names = sorted(set(self.components) | set(other.components))
+        """``component.field: theirs -> mine`` for every field that differs (values cut to 80 characters)."""
+
+        def short(value) -> str:
+            text = "absent" if value is _ABSENT else _json(value)
+            return text if len(text) <= 80 else text[:77] + "..."
+
         out = []
-        for name in names:
-            mine, theirs = self.components.get(name), other.components.get(name)
-            if mine is None or theirs is None or mine[0] != theirs[0]:
-                before = theirs[1] if theirs else "absent"
-                now = mine[1] if mine else "absent"
-                out.append(f"{name}: {before} -> {now}")
+        for name in sorted(set(self.components) | set(other.components)):
+            mine, theirs = self.components.get(name, {}), other.components.get(name, {})
+            for key in sorted(set(mine) | set(theirs)):
+                before, now = theirs.get(key, _ABSENT), mine.get(key, _ABSENT)
+                if before != now:
+                    out.append(f"{name}.{key}: {short(before)} -> {short(now)}")
         return out
 
 
-def _files_component(paths: list[Path], images: list[str]) -> tuple[str, str]:
-    """Record files by content, image files by (path, size, mtime) (hashing every image would take
-    minutes on large sets; a copied data set is then rebuilt, never silently reused)."""
-    parts = [_digest(p.name, p.read_bytes()) for p in paths]
-    for image in sorted(set(images)):
-        stat = os.stat(image)
-        parts.append(f"{image}|{stat.st_size}|{stat.st_mtime_ns}")
-    digest = _digest(*parts)
-    return digest, f"{', '.join(p.name for p in paths)} + {len(set(images))} images ({digest[:12]})"
+_ABSENT = object()
 
 
-def _collator_settings(collator) -> dict:
-    return {
-        "max_length": collator.max_length,
-        "truncation": collator.truncation,
-        "image": collator.image,
-        "context_template": collator.context_template,
-        "response_separator": collator.family.response_separator,
-    }
-
-
-def fingerprint(datamodule, model: nn.Module) -> Fingerprint:
-    """The fingerprint of a run's reference inputs and weights (``datamodule`` after ``setup``, with one
-    collator per split in ``datamodule.collators``)."""
-    from mmpo.data.datamodule import resolve_data_dir
-
-    cfg, processor = datamodule.cfg, datamodule.processor
-    collators = {split: datamodule.collators[split] for split in sorted(datamodule.collators)}
-    directory = resolve_data_dir(cfg)
-    records = [r for dataset in datamodule.datasets.values() for r in dataset.records]
-    images = [p for r in records for p in (*r.images, *r.negative_images)]
-    tokenizer = processor.tokenizer
-    tokenizer_state = (
-        tokenizer.backend_tokenizer.to_str()
-        if hasattr(tokenizer, "backend_tokenizer")
-        else _json(tokenizer.get_vocab())
-    )
-    settings = {split: _collator_settings(c) for split, c in collators.items()}
-    pools = _digest(*(_json([c.image_pool, c.context_pool]) for c in collators.values()))
-    samplers = {split: c.sampler for split, c in collators.items()}
-    sampler_settings = {
-        split: None if s is None else {"name": s.name, **vars(s)} for split, s in samplers.items()
-    }
-    seeds = sorted({c.seed for c in collators.values()})
-    config = model.config.to_json_string(use_diff=False)
-    processed = _digest(processor.to_json_string(), tokenizer_state, str(processor.chat_template))
+def model_fields(model: nn.Module) -> dict[str, str]:
+    """The model's part of the fingerprint: its config and the reference weights (:func:`weights_digest`)."""
     weights = weights_digest(model)
-    components = {
-        "data": _files_component([directory / cfg.train_file, directory / cfg.val_file], images),
-        "processor": (processed, f"{type(processor).__name__} ({processed[:12]})"),
-        "collator": (_digest(_json(settings), pools), _json(settings)),
-        "negative_sampler": (_digest(_json(sampler_settings)), _json(sampler_settings)),
-        "seed": (_digest(_json(seeds)), ",".join(map(str, seeds))),
-        "model_config": (_digest(config), model.config.model_type),
-        "model_weights": (weights, f"hash {weights[:12]}"),
+    return {
+        "type": model.config.model_type,
+        "config": _digest(model.config.to_json_string(use_diff=False)),
+        "weights": weights,
     }
-    return Fingerprint({k: (v[0], v[1][:300]) for k, v in components.items()})
+
+
+def fingerprint(components: dict[str, dict[str, Any]]) -> Fingerprint:
+    """The fingerprint of named components, each a JSON-able dict of fields."""
+    return Fingerprint(json.loads(_json(components)))
 
 
 # ---- the cache file --------------------------------------------------------------------------------
 class ReferenceCache:
     """Per-(split, record, branch, epoch) reference log-probs for one fingerprint (see module docstring)."""
 
-    def __init__(self, directory: Path, fingerprint: Fingerprint):
+    def __init__(self, directory: Path, fingerprint: Fingerprint, epoch_dependent: EpochDependent):
         self.directory = Path(directory)
         self.fingerprint = fingerprint
+        self.epoch_dependent = epoch_dependent
         self.path = self.directory / f"{fingerprint.digest[:16]}.pt"
         self.entries: dict[EntryKey, float] = {}
         if self.path.is_file():
@@ -202,7 +172,7 @@ class ReferenceCache:
             if other == self.path:
                 continue
             stored = torch.load(other, weights_only=True)
-            theirs = Fingerprint({k: tuple(v) for k, v in stored["components"].items()})
+            theirs = Fingerprint(stored["components"])
             lines.append(
                 f"  {other.name} is stale for this run; it differs in: "
                 + "; ".join(self.fingerprint.differences(theirs))
@@ -214,19 +184,22 @@ class ReferenceCache:
         return [
             i
             for i, rid in enumerate(record_ids)
-            if any(entry_key(split, rid, b, epoch) not in self.entries for b in branches)
+            if any(self.key(split, rid, b, epoch) not in self.entries for b in branches)
         ]
+
+    def key(self, split: str, record_id: str, branch: Branch, epoch: int) -> EntryKey:
+        return entry_key(split, record_id, branch, epoch, self.epoch_dependent(split, branch))
 
     def add(self, split: str, record_ids: list[str], logps: LogProbs, epoch: int) -> None:
         for branch, values in logps.items():
             for rid, value in zip(record_ids, values.tolist(), strict=True):
-                self.entries[entry_key(split, rid, branch, epoch)] = value
+                self.entries[self.key(split, rid, branch, epoch)] = value
 
     def drop(self, split: str, record_ids: list[str], branches: list[Branch], epoch: int) -> None:
         """Mark records the collator dropped for length (never looked up, never recomputed)."""
         for rid in record_ids:
             for branch in branches:
-                self.entries[entry_key(split, rid, branch, epoch)] = math.nan
+                self.entries[self.key(split, rid, branch, epoch)] = math.nan
 
     def lookup(
         self,
@@ -240,7 +213,7 @@ class ReferenceCache:
         for branch in branches:
             values = []
             for rid in record_ids:
-                key = entry_key(split, rid, branch, epoch)
+                key = self.key(split, rid, branch, epoch)
                 value = self.entries.get(key)
                 if value is None or math.isnan(value):
                     raise ReferenceCacheError(
@@ -259,7 +232,7 @@ class ReferenceCache:
             {
                 "version": FORMAT_VERSION,
                 "fingerprint": self.fingerprint.digest,
-                "components": {k: list(v) for k, v in self.fingerprint.components.items()},
+                "components": self.fingerprint.components,
                 "entries": self.entries,
             },
             tmp,

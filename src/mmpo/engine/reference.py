@@ -1,15 +1,16 @@
-"""Reference strategies: where the reference log-probs of a batch come from.
+"""Reference strategies: where the reference log-probs of a batch come from, one small class each.
 
 - ``adapter_off``: the policy with its LoRA adapters disabled (no extra memory; the mDPO/TRL default).
 - ``copy``: a frozen copy of the initial policy (full fine-tuning).
 - ``precomputed``: read from a cache that one no-grad pass of the same engine wrote before fit
-  (:mod:`mmpo.engine.cache`); no reference forward during training. The pass scores the train and val
-  data with the policy's adapters off (LoRA) or with the initial weights (full fine-tuning). Inputs must
-  be seeded: ``resample_per_forward`` draws a fresh corruption on every forward, which no cache can hold.
+  (:mod:`mmpo.engine.precompute`, :mod:`mmpo.engine.cache`); no reference forward during training. The pass
+  scores the train and val data with the policy's adapters off (LoRA) or with the initial weights (full
+  fine-tuning). Inputs must be seeded: ``resample_per_forward`` draws a fresh negative on every forward,
+  which no cache can hold.
 - ``none``: reference-free losses (SFT).
 
 All run the same engine as the policy, under ``no_grad``, in the same dtype, so at step 0 with
-policy == reference every DPO-style term equals log 2.
+policy == reference every DPO-style term equals log 2. Each class states its own start-up problems.
 """
 
 from __future__ import annotations
@@ -18,49 +19,50 @@ import copy
 import logging
 from contextlib import nullcontext
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-from torch import distributed as dist
+from omegaconf import DictConfig
 from torch import nn
 
-from mmpo.branches import Branch, LogProbs
+from mmpo.branches import LogProbs
 from mmpo.data.rows import PreferenceBatch
-from mmpo.engine.cache import CACHE_DIR, EntryKey, ReferenceCache, ReferenceCacheError, entry_key, fingerprint
+from mmpo.engine.cache import CACHE_DIR, ReferenceCache, ReferenceCacheError, fingerprint, model_fields
 from mmpo.engine.forward import branch_logps
+from mmpo.engine.precompute import missing_records, precompute
 from mmpo.engine.vision import ImageFeatures
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("adapter_off", "copy", "precomputed", "none")
 ON_MISSING = ("fill", "fail")
-SPLITS = ("train", "val")
+"""``reference.on_missing`` (precomputed): compute missing entries before fit, or stop naming what changed."""
 
 
-class Reference:
-    def __init__(self, strategy: str, policy: nn.Module, mode: str = "batched", on_missing: str = "fill"):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"reference.strategy={strategy!r}; allowed: {list(STRATEGIES)}")
-        if strategy == "adapter_off" and not hasattr(policy, "disable_adapter"):
-            raise ValueError(
-                "reference=adapter_off needs a LoRA policy (model.lora.enabled=true); "
-                "use reference=copy for full fine-tuning"
-            )
-        if on_missing not in ON_MISSING:
-            raise ValueError(f"reference.on_missing={on_missing!r}; allowed: {list(ON_MISSING)}")
-        self.strategy = strategy
+class ReferenceStrategy:
+    """Base: a live reference, the same engine under ``no_grad``. ``problems`` is the start-up check."""
+
+    name: ClassVar[str]
+
+    def __init__(self, policy: nn.Module, mode: str, options: DictConfig | dict):
         self.mode = mode
-        self.on_missing = on_missing
-        self.frozen = None
-        self.cache: ReferenceCache | None = None
-        self._prepared = False
-        if strategy == "copy":
-            self.frozen = copy.deepcopy(policy).eval().requires_grad_(False)
 
-    def _live(self, policy: nn.Module, batch: PreferenceBatch, features: ImageFeatures | None) -> LogProbs:
-        model = self.frozen if self.frozen is not None else policy
-        adapters_off = self.strategy in ("adapter_off", "precomputed") and hasattr(policy, "disable_adapter")
-        with policy.disable_adapter() if adapters_off else nullcontext():
-            logps, _ = branch_logps(model, batch, self.mode, features)
+    @classmethod
+    def problems(cls, cfg: DictConfig, plan) -> list[str]:
+        """Why this strategy cannot serve the run of ``cfg`` (``plan``: the loss's requirements and the
+        data's branches and samplers per split, :class:`~mmpo.modules.preference.DataPlan`)."""
+        return []
+
+    def model(self, policy: nn.Module) -> nn.Module:
+        return policy
+
+    def adapters_off(self, policy: nn.Module):
+        return nullcontext()
+
+    def score(
+        self, policy: nn.Module, batch: PreferenceBatch, features: ImageFeatures | None = None
+    ) -> LogProbs:
+        with self.adapters_off(policy):
+            logps, _ = branch_logps(self.model(policy), batch, self.mode, features)
         return logps
 
     @torch.no_grad()
@@ -72,134 +74,172 @@ class Reference:
         split: str = "train",
     ) -> LogProbs | None:
         """Reference log-probs per branch; ``features`` is the step's shared image-feature cache."""
-        if self.strategy == "none":
-            return None
-        if self.strategy == "precomputed":
-            if self.cache is None:
-                raise ReferenceCacheError(
-                    "reference=precomputed: the cache is not open; call "
-                    "Reference.prepare(policy, datamodule, epoch) before the first step"
-                )
-            if batch.reference_rows:
-                raise ReferenceCacheError(
-                    "reference=precomputed cannot serve negative_sampler.resample_per_forward"
-                    "=true (a fresh corruption per forward); set it to false"
-                )
-            device = batch.rows[next(iter(batch.rows))].tensors["input_ids"].device
-            return self.cache.lookup(split, batch.ids, list(batch.rows), batch.epoch, device)
-        return self._live(policy, batch.for_reference(), features)
+        return self.score(policy, batch.for_reference(), features)
 
-    # ---- precomputed: the one pass -----------------------------------------------------------------
     def prepare(
         self, policy: nn.Module, datamodule, epoch: int, write: bool = True, resumed: bool = False
     ) -> None:
-        """``reference=precomputed``: make sure the cache holds every train and val entry of ``epoch``,
-        computing the missing ones (``on_missing=fill``) or failing with what changed (``fail``).
+        """Called at the start of fit and of every epoch (``datamodule`` set up)."""
 
-        ``datamodule`` must be set up; ``write`` saves the cache (global rank zero only); ``resumed``
-        says the policy's weights came from a checkpoint (then a full fine-tuning run cannot recompute).
-        Under ``torch.distributed`` with world size W > 1 (every rank must call it), rank r scores the
-        missing records ``[r::W]`` of each split, then the ranks exchange their new entries, so every
-        rank ends with the full cache.
-        """
-        if self.strategy != "precomputed":
-            return
+    def to(self, device) -> ReferenceStrategy:
+        return self
+
+
+class NoReference(ReferenceStrategy):
+    name = "none"
+
+    @classmethod
+    def problems(cls, cfg: DictConfig, plan) -> list[str]:
+        if not plan.requirements.reference:
+            return []
+        allowed = [n for n in REFERENCE_STRATEGIES if n != cls.name]
+        return [f"loss={plan.loss_name} needs a reference; reference.strategy allowed: {allowed}"]
+
+    @torch.no_grad()
+    def logps(self, policy, batch, features=None, split="train") -> LogProbs | None:
+        return None
+
+
+class AdapterOff(ReferenceStrategy):
+    name = "adapter_off"
+
+    @classmethod
+    def problems(cls, cfg: DictConfig, plan) -> list[str]:
+        if cfg.model.lora.enabled:
+            return []
+        return [
+            "reference=adapter_off needs model.lora.enabled=true; use reference=copy for full fine-tuning"
+        ]
+
+    def adapters_off(self, policy: nn.Module):
+        return policy.disable_adapter()
+
+
+class FrozenCopy(ReferenceStrategy):
+    name = "copy"
+
+    def __init__(self, policy: nn.Module, mode: str, options: DictConfig | dict):
+        super().__init__(policy, mode, options)
+        self.frozen = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    def model(self, policy: nn.Module) -> nn.Module:
+        return self.frozen
+
+    def to(self, device) -> FrozenCopy:
+        self.frozen.to(device)
+        return self
+
+
+class Precomputed(ReferenceStrategy):
+    name = "precomputed"
+
+    def __init__(self, policy: nn.Module, mode: str, options: DictConfig | dict):
+        super().__init__(policy, mode, options)
+        self.on_missing = options.get("on_missing", "fill")
+        if self.on_missing not in ON_MISSING:
+            raise ValueError(f"reference.on_missing={self.on_missing!r}; allowed: {list(ON_MISSING)}")
+        self.cache: ReferenceCache | None = None
+        self._prepared = False
+
+    @classmethod
+    def problems(cls, cfg: DictConfig, plan) -> list[str]:
+        problems = []
+        if cfg.reference.get("on_missing") not in ON_MISSING:
+            problems.append(
+                f"reference.on_missing={cfg.reference.get('on_missing')!r}; allowed: {list(ON_MISSING)}"
+            )
+        if any(s is not None and s.resample_per_forward for s in plan.samplers.values()):
+            problems.append(
+                "reference=precomputed cannot hold negative_sampler.resample_per_forward=true (a fresh "
+                "negative on every forward); set it to false or use reference=adapter_off|copy"
+            )
+        per_epoch = sorted(
+            {str(b) for split, bs in plan.branches.items() for b in bs if plan.epoch_dependent(split, b)}
+        )
+        if per_epoch and not cfg.model.lora.enabled and cfg.trainer.get("max_epochs") != 1:
+            problems.append(
+                f"reference=precomputed with full fine-tuning and the epoch-seeded branches {per_epoch} needs "
+                "trainer.max_epochs=1 (each epoch's negatives are scored by the initial weights, which are "
+                "gone after the first step); use model.lora.enabled=true or reference=copy"
+            )
+        return problems
+
+    def adapters_off(self, policy: nn.Module):
+        return policy.disable_adapter() if hasattr(policy, "disable_adapter") else nullcontext()
+
+    @torch.no_grad()
+    def logps(self, policy, batch, features=None, split="train") -> LogProbs | None:
         if self.cache is None:
-            self.cache = ReferenceCache(_cache_dir(datamodule), fingerprint(datamodule, policy))
-        branches = {split: list(datamodule.collators[split].branches) for split in SPLITS}
-        records = {split: [r.id for r in datamodule.datasets[split].records] for split in SPLITS}
-        todo = {split: self.cache.missing(split, records[split], branches[split], epoch) for split in SPLITS}
-        if not any(todo.values()):
+            raise ReferenceCacheError(
+                "reference=precomputed: the cache is not open; call prepare(policy, datamodule, epoch) "
+                "before the first step"
+            )
+        if batch.reference_rows:
+            raise ReferenceCacheError(
+                "reference=precomputed cannot serve negative_sampler.resample_per_forward=true (a fresh "
+                "negative per forward); set it to false"
+            )
+        device = batch.rows[next(iter(batch.rows))].tensors["input_ids"].device
+        return self.cache.lookup(split, batch.ids, list(batch.rows), batch.epoch, device)
+
+    def prepare(
+        self, policy: nn.Module, datamodule, epoch: int, write: bool = True, resumed: bool = False
+    ) -> None:
+        """Make sure the cache holds every train and val entry of ``epoch``, running the precompute stage
+        for the missing ones (``on_missing=fill``) or failing with what changed (``fail``). ``write`` saves
+        the cache (global rank zero only); ``resumed``: the policy's weights came from a checkpoint, so a
+        full fine-tuning run cannot recompute."""
+        if self.cache is None:
+            components = {**datamodule.fingerprint_fields(), "model": model_fields(policy)}
+            directory = Path(datamodule.directory) / CACHE_DIR
+            self.cache = ReferenceCache(directory, fingerprint(components), datamodule.epoch_dependent)
+        todo = missing_records(self.cache, datamodule, epoch)
+        count = sum(map(len, todo.values()))
+        if not count:
             self._prepared = True
             return
         if self.on_missing == "fail":
             detail = (
                 self.cache.explain_missing()
                 if not self.cache.entries
-                else (
-                    f"reference cache {self.cache.path} lacks {sum(map(len, todo.values()))} record(s) for epoch {epoch}"
-                )
+                else f"reference cache {self.cache.path} lacks {count} record(s) for epoch {epoch}"
             )
             raise ReferenceCacheError(
                 f"{detail}\nreference.on_missing=fill computes the missing entries before fit."
             )
         if not hasattr(policy, "disable_adapter") and (resumed or self._prepared):
             raise ReferenceCacheError(
-                f"reference=precomputed with full fine-tuning: {sum(map(len, todo.values()))} entries for epoch "
-                f"{epoch} are missing, but the initial weights are gone (the policy has trained or was resumed). "
-                "Precompute from the initial model first, use LoRA (the reference is then the adapters-off base), "
-                "or use reference=copy"
+                f"reference=precomputed with full fine-tuning: {count} entries for epoch {epoch} are missing, "
+                "but the initial weights are gone (the policy has trained or was resumed). Precompute from the "
+                "initial model first, use LoRA (the reference is then the adapters-off base), or use "
+                "reference=copy"
             )
-        rank, world = _rank_and_world()
-        known = set(self.cache.entries)
-        for split in SPLITS:
-            if todo[split][rank::world]:
-                self._fill(policy, datamodule, split, todo[split][rank::world], epoch, branches[split])
-        if world > 1:
-            mine = {k: v for k, v in self.cache.entries.items() if k not in known}
-            self.cache.entries.update(_gather(mine))
+        device = next(policy.parameters()).device
+        precompute(self.cache, lambda batch: self.score(policy, batch), datamodule, epoch, todo, device)
         self._prepared = True
         if write:
             self.cache.save()
             log.info("reference cache written: %s (%d entries)", self.cache.path, len(self.cache.entries))
 
-    def _fill(
-        self,
-        policy: nn.Module,
-        datamodule,
-        split: str,
-        indices: list[int],
-        epoch: int,
-        branches: list[Branch],
-    ) -> None:
-        dataset, collator = datamodule.datasets[split], datamodule.collators[split]
-        batch_size = datamodule.cfg.batch_size
-        device = next(policy.parameters()).device
-        log.info("reference cache: scoring %d %s records for epoch %d", len(indices), split, epoch)
-        saved_epoch, dataset.epoch = dataset.epoch, epoch
-        try:
-            for start in range(0, len(indices), batch_size):
-                examples = [dataset[i] for i in indices[start : start + batch_size]]
-                batch = collator(examples)
-                kept = set(batch.ids)
-                self.cache.drop(
-                    split, [e.record.id for e in examples if e.record.id not in kept], branches, epoch
-                )
-                if not len(batch):
-                    continue
-                needed = [
-                    b
-                    for b in branches
-                    if any(entry_key(split, rid, b, epoch) not in self.cache.entries for rid in batch.ids)
-                ]
-                batch = PreferenceBatch(
-                    batch.ids, {b: batch.rows[b] for b in needed}, batch.pad_token_id, epoch=batch.epoch
-                ).to(device)
-                with torch.no_grad():
-                    self.cache.add(split, batch.ids, self._live(policy, batch, None), epoch)
-        finally:
-            dataset.epoch = saved_epoch
 
-    def to(self, device) -> Reference:
-        if self.frozen is not None:
-            self.frozen.to(device)
-        return self
+REFERENCE_STRATEGIES: dict[str, type[ReferenceStrategy]] = {
+    cls.name: cls for cls in (AdapterOff, FrozenCopy, Precomputed, NoReference)
+}
 
 
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def reference_problems(cfg: DictConfig, plan) -> list[str]:
+    """The start-up problems of ``reference.strategy`` for this run (see :class:`ReferenceStrategy`)."""
+    strategy = REFERENCE_STRATEGIES.get(cfg.reference.strategy)
+    if strategy is None:
+        return [f"reference.strategy={cfg.reference.strategy!r}; allowed: {list(REFERENCE_STRATEGIES)}"]
+    return strategy.problems(cfg, plan) if plan.requirements.reference else []
 
 
-def _gather(entries: dict[EntryKey, float]) -> dict[EntryKey, float]:
-    """Every rank's ``entries`` merged (values and NaN drop markers alike); a collective."""
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, entries)
-    return {key: value for part in parts for key, value in part.items()}
-
-
-def _cache_dir(datamodule) -> Path:
-    from mmpo.data.datamodule import resolve_data_dir
-
-    return resolve_data_dir(datamodule.cfg) / CACHE_DIR
+def build_reference(
+    options: DictConfig | dict, policy: nn.Module, mode: str, needed: bool = True
+) -> ReferenceStrategy:
+    """The strategy ``options.strategy`` (``none`` when the loss needs no reference)."""
+    name = options["strategy"] if needed else NoReference.name
+    if name not in REFERENCE_STRATEGIES:
+        raise ValueError(f"reference.strategy={name!r}; allowed: {list(REFERENCE_STRATEGIES)}")
+    return REFERENCE_STRATEGIES[name](policy, mode, options)

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from mmpo.negatives.base import ApplyTo, NegativeSampler, OtherImage, check_pixels
+from mmpo.negatives.base import ApplyTo, TransformSampler, check_pixels
 
 
-class BlankSampler(NegativeSampler):
+class BlankSampler(TransformSampler):
     """Replace the image with a constant one; deterministic, so the generator is not used."""
 
     name = "blank"
@@ -41,7 +41,5 @@ class BlankSampler(NegativeSampler):
         check_pixels(pixels)
         return torch.zeros_like(pixels)
 
-    def corrupt_image(
-        self, image: Image.Image, generator: torch.Generator, other_image: OtherImage | None = None
-    ) -> Image.Image:
+    def corrupt_image(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         return Image.new("RGB", image.size, self.value)

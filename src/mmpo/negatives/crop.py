@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmpo.negatives.base import ApplyTo, NegativeSampler, OtherImage, as_pair, check_pixels, uniform
+from mmpo.negatives.base import ApplyTo, TransformSampler, as_pair, check_pixels, uniform
 
 MAX_TRIES = 10
 
@@ -56,7 +56,7 @@ def sample_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-class CropSampler(NegativeSampler):
+class CropSampler(TransformSampler):
     """RandomResizedCrop corruption; see the module docstring for the equations."""
 
     name = "crop"
@@ -86,9 +86,7 @@ class CropSampler(NegativeSampler):
         )
         return resized[0].to(pixels.dtype)
 
-    def corrupt_image(
-        self, image: Image.Image, generator: torch.Generator, other_image: OtherImage | None = None
-    ) -> Image.Image:
+    def corrupt_image(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         width, height = image.size
         top, left, h, w = sample_crop_box(height, width, self.scale, self.ratio, generator)
         box = (left, top, left + w, top + h)

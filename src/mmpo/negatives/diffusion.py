@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmpo.negatives.base import ApplyTo, NegativeSampler, OtherImage, check_pixels
+from mmpo.negatives.base import ApplyTo, TransformSampler, check_pixels
 
 SCHEDULES = ("sigmoid", "linear")
 
@@ -36,7 +36,7 @@ def noise_schedule(num_steps: int, beta_start: float, beta_end: float, schedule:
     return torch.cumprod(1 - betas, dim=0)
 
 
-class DiffusionNoiseSampler(NegativeSampler):
+class DiffusionNoiseSampler(TransformSampler):
     """Noise the image to diffusion step ``step``; see the module docstring for the equations."""
 
     name = "diffusion"
@@ -73,9 +73,7 @@ class DiffusionNoiseSampler(NegativeSampler):
         check_pixels(pixels)
         return self._noise(pixels, generator).to(pixels.dtype)
 
-    def corrupt_image(
-        self, image: Image.Image, generator: torch.Generator, other_image: OtherImage | None = None
-    ) -> Image.Image:
+    def corrupt_image(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         unit = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
         noisy = ((self._noise(unit * 2 - 1, generator) + 1) / 2).clamp(0, 1)
         quantized = (noisy * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()

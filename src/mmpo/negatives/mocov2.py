@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from mmpo.negatives.base import ApplyTo, NegativeSampler, OtherImage, as_pair, uniform
+from mmpo.negatives.base import ApplyTo, TransformSampler, as_pair, uniform
 from mmpo.negatives.crop import sample_crop_box
 
 
@@ -35,7 +35,7 @@ def shift_hue(image: Image.Image, shift: float) -> Image.Image:
     return Image.fromarray(hsv, "HSV").convert("RGB")
 
 
-class MoCoV2Sampler(NegativeSampler):
+class MoCoV2Sampler(TransformSampler):
     """MoCo v2's augmentation chain; see the module docstring for the steps and probabilities."""
 
     name = "mocov2"
@@ -83,9 +83,7 @@ class MoCoV2Sampler(NegativeSampler):
             image = operations[index](image, factors[index])
         return image
 
-    def corrupt_image(
-        self, image: Image.Image, generator: torch.Generator, other_image: OtherImage | None = None
-    ) -> Image.Image:
+    def corrupt_image(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         image = image.convert("RGB")
         width, height = image.size
         top, left, h, w = sample_crop_box(height, width, self.crop_scale, (3 / 4, 4 / 3), generator)

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmpo.negatives.base import ApplyTo, NegativeSampler, OtherImage, as_pair, check_pixels, uniform
+from mmpo.negatives.base import ApplyTo, TransformSampler, as_pair, check_pixels, uniform
 
 
-class RotateSampler(NegativeSampler):
+class RotateSampler(TransformSampler):
     """Rotate by a random angle in ``degrees``; see the module docstring for the equations."""
 
     name = "rotate"
@@ -37,9 +37,7 @@ class RotateSampler(NegativeSampler):
         super().__init__(apply_to, resample_per_forward)
         self.degrees = as_pair(degrees, "degrees")
 
-    def corrupt_image(
-        self, image: Image.Image, generator: torch.Generator, other_image: OtherImage | None = None
-    ) -> Image.Image:
+    def corrupt_image(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         angle = uniform(generator, *self.degrees)
         return image.convert("RGB").rotate(angle, resample=Image.Resampling.NEAREST, fillcolor=(0, 0, 0))
 

@@ -230,7 +230,7 @@ def _embed_records(
 ) -> tuple[list, np.ndarray, np.ndarray, list[dict]]:
     """``(records kept, h_v of their first images [R, D], h_t of their prompts [R, D], skipped)``."""
     report = ReadReport()
-    records = read_records(records_path, on_error=on_error, require_rejected=False, report=report)
+    records = read_records(records_path, on_error=on_error, require_rejected=0, report=report)
     skipped = [{"error": error} for error in report.skipped]
     with_image = []
     for record in records:

@@ -38,9 +38,3 @@ def carried_meta(row: dict, source: str, system: str | None) -> dict[str, Any]:
 
 def user_text(prompt: str, context: str | None) -> str:
     return prompt if context is None else CONTEXT_TEMPLATE.format(prompt=prompt, context=context)
-
-
-def rejected_list(rejected: str | list[str] | None) -> list[str]:
-    if rejected is None:
-        return []
-    return [rejected] if isinstance(rejected, str) else list(rejected)

@@ -256,7 +256,7 @@ def export(
     report = Report(command={"export": schema, "input": str(input), "output": str(out_dir), "images": images,
                              "to": to, "on_error": on_error})  # fmt: skip
     read = ReadReport()
-    records = read_records(input, on_error=on_error, require_rejected=False, report=read)
+    records = read_records(input, on_error=on_error, require_rejected=0, report=read)
     report.rows_read = read.read + len(read.skipped)
     report.skipped += [{"file": str(input), "reason": reason} for reason in read.skipped]
     export_records(schema, records, out_dir, input.stem, images, to, on_error, report)

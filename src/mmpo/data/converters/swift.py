@@ -28,7 +28,7 @@ from mmpo.data.converters.base import (
     image_list,
     strip_placeholders,
 )
-from mmpo.data.converters.exchange import carried_id, carried_meta, rejected_list, user_text
+from mmpo.data.converters.exchange import carried_id, carried_meta, user_text
 from mmpo.data.converters.messages import answer, single_turn
 
 NAME = "swift"
@@ -89,5 +89,5 @@ def export_rows(record, images: list[Any], negative_images: list[Any]) -> list[d
         **({"rejected_images": negative_images} if negative_images else {}),
         "meta": record.meta,
     }
-    rejected = rejected_list(record.rejected)
+    rejected = record.rejected
     return [{**base, "rejected_response": r} for r in rejected] if rejected else [base]

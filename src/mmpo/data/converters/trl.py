@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmpo.data.converters.base import BadRow, Draft, Options, image_list, strip_placeholders
-from mmpo.data.converters.exchange import carried_id, carried_meta, rejected_list, user_text
+from mmpo.data.converters.exchange import carried_id, carried_meta, user_text
 from mmpo.data.converters.messages import Content, answer, single_turn
 
 NAME = "trl"
@@ -64,7 +64,7 @@ def _message(role: str, text: str, num_images: int = 0) -> dict[str, Any]:
 
 def export_rows(record, images: list[Any]) -> list[dict[str, Any]]:
     """TRL rows of one canonical record (``images``: the values to write in the ``images`` column)."""
-    rejected = rejected_list(record.rejected)
+    rejected = record.rejected
     if not rejected:
         raise BadRow("rejected", "TRL's schema needs a rejected response; this record prefers only by image")
     prompt = [_message("user", user_text(record.prompt, record.context), len(images))]
