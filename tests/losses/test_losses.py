@@ -7,8 +7,17 @@ import math
 import pytest
 import torch
 
-from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED
-from mmpo.losses import LOSSES, DPOLoss, IPOLoss, MDPOLoss, SFTLoss, build_loss, preference_metrics
+from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED
+from mmpo.losses import (
+    DPOLoss,
+    IPOLoss,
+    LossInputs,
+    MDPOLoss,
+    Requirements,
+    SFTLoss,
+    build_loss,
+    preference_metrics,
+)
 
 LOG2 = math.log(2)
 
@@ -16,7 +25,7 @@ LOG2 = math.log(2)
 def table(chosen, rejected, corrupted=None):
     out = {CHOSEN: torch.tensor(chosen), REJECTED: torch.tensor(rejected)}
     if corrupted is not None:
-        out[CHOSEN_CORRUPTED] = torch.tensor(corrupted)
+        out[CHOSEN_NEGATIVE] = torch.tensor(corrupted)
     return out
 
 
@@ -43,10 +52,10 @@ def test_dpo_label_smoothing_matches_cdpo():
     assert DPOLoss(beta, eps)(POLICY, REFERENCE).loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ["dpo", "mdpo"])
+@pytest.mark.parametrize("cls", [DPOLoss, MDPOLoss])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
-def test_policy_equal_reference_gives_log2_per_term(name, eps):
-    loss = LOSSES[name](label_smoothing=eps)
+def test_policy_equal_reference_gives_log2_per_term(cls, eps):
+    loss = cls(label_smoothing=eps)
     out = loss(POLICY, POLICY)
     for term in out.terms.values():
         assert term.item() == pytest.approx(LOG2, abs=1e-6)
@@ -95,7 +104,8 @@ def test_mdpo_anchor_variants_add_negative_anchors():
 
 def test_mdpo_with_zero_weights_is_exactly_dpo_and_drops_the_corrupted_branch():
     mdpo = MDPOLoss(beta=0.3, w_copo=0.0, w_anc=0.0)
-    assert mdpo.branches == DPOLoss().branches
+    assert mdpo.requirements == DPOLoss().requirements == Requirements((CHOSEN, REJECTED))
+    assert MDPOLoss().requirements.negatives == 1 and DPOLoss().requirements.negatives == 0
     assert torch.equal(mdpo(POLICY, REFERENCE).loss, DPOLoss(beta=0.3)(POLICY, REFERENCE).loss)
 
 
@@ -104,8 +114,8 @@ def test_copo_gradient_flows_only_through_image_conditioned_logps():
     MDPOLoss(w_dpo=0.0, w_anc=0.0)(policy, REFERENCE).loss.backward()
     assert policy[REJECTED].grad is None or torch.all(policy[REJECTED].grad == 0)
     assert torch.all(policy[CHOSEN].grad < 0)  # raising log pi(y_w | m_w) lowers the loss
-    assert torch.all(policy[CHOSEN_CORRUPTED].grad > 0)  # raising log pi(y_w | m_l) raises it
-    assert torch.allclose(policy[CHOSEN].grad, -policy[CHOSEN_CORRUPTED].grad)
+    assert torch.all(policy[CHOSEN_NEGATIVE].grad > 0)  # raising log pi(y_w | m_l) raises it
+    assert torch.allclose(policy[CHOSEN].grad, -policy[CHOSEN_NEGATIVE].grad)
 
 
 def test_ipo_matches_hand_computation_and_its_step0_value():
@@ -116,15 +126,18 @@ def test_ipo_matches_hand_computation_and_its_step0_value():
     counts = {CHOSEN: torch.tensor([2.0, 4.0]), REJECTED: torch.tensor([4.0, 1.0])}
     # length-normalized h: sample 0: 1/2 - (-1)/4 = 0.75; sample 1: 1/4 - 1/1 = -0.75
     normalized = ((0.75 - 2.0) ** 2 + (-0.75 - 2.0) ** 2) / 2
-    assert IPOLoss(beta, length_normalize=True)(POLICY, REFERENCE, counts).loss.item() == pytest.approx(
-        normalized
-    )
+    assert IPOLoss(beta, length_normalize=True)(
+        POLICY, REFERENCE, LossInputs(counts)
+    ).loss.item() == pytest.approx(normalized)
 
 
 def test_sft_is_token_mean_nll_of_chosen():
     counts = {CHOSEN: torch.tensor([5, 3])}
-    assert SFTLoss()(POLICY, None, counts).loss.item() == pytest.approx(14.0 / 8)
-    assert not SFTLoss().needs_reference
+    out = SFTLoss()(POLICY, None, LossInputs(counts))
+    assert out.loss.item() == pytest.approx(14.0 / 8)
+    assert not SFTLoss().requirements.reference
+    # no implicit reward: its metrics are the log-probs only
+    assert set(out.metrics) == {f"logps/{b}" for b in POLICY} and not hasattr(SFTLoss(), "beta")
 
 
 def test_metrics_rewards_margins_and_image_reliance():
@@ -136,13 +149,20 @@ def test_metrics_rewards_margins_and_image_reliance():
     # policy-only: log pi(y_w|m_w) - log pi(y_w|m_l) = [1, 2]
     assert m["image_reliance/logp_margin"].item() == pytest.approx(1.5)
     assert m["image_reliance/accuracy"].item() == 1.0
-    assert m[f"logps/{CHOSEN_CORRUPTED}"].item() == pytest.approx(-8.5)
+    assert m[f"logps/{CHOSEN_NEGATIVE}"].item() == pytest.approx(-8.5)
 
 
-def test_build_loss_from_config_node_ignores_name_and_rejects_bad_args():
+def test_a_loss_returns_the_reward_metrics_of_every_branch_in_the_tables():
+    """Validation scores chosen@negative[0] for DPO too: DPO's own metrics include image reliance."""
+    out = DPOLoss(beta=0.1)(POLICY, REFERENCE)
+    assert out.metrics["rewards/margins"].item() == pytest.approx(0.1)
+    assert "image_reliance/accuracy" in out.metrics and f"rewards/{CHOSEN_NEGATIVE}" in out.metrics
+
+
+def test_build_loss_from_config_node_and_rejects_bad_args():
     from omegaconf import OmegaConf
 
-    loss = build_loss(OmegaConf.create({"name": "dpo", "_target_": "mmpo.losses.DPOLoss", "beta": 0.2}))
+    loss = build_loss(OmegaConf.create({"_target_": "mmpo.losses.DPOLoss", "beta": 0.2}))
     assert isinstance(loss, DPOLoss) and loss.beta == 0.2
     with pytest.raises(Exception, match="label_smoothing"):
         build_loss({"_target_": "mmpo.losses.DPOLoss", "label_smoothing": 0.7})

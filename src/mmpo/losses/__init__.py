@@ -1,33 +1,39 @@
-"""Pure preference losses and their registry (``loss=<name>`` selects ``conf/loss/<name>.yaml``)."""
+"""Pure losses (``loss=<name>`` selects ``conf/loss/<name>.yaml``, whose ``_target_`` names the class).
+
+A loss's name is its config file's: nothing in mmpo keeps a registry of them, so a loss defined outside
+``src/`` (a Python file and a YAML on ``hydra.searchpath``) is as good as one of these.
+"""
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
-from mmpo.losses.base import LossOutput, PreferenceLoss
+from mmpo.losses.base import Loss, LossInputs, LossOutput, PreferenceLoss, Requirements
 from mmpo.losses.dpo import DPOLoss
 from mmpo.losses.ipo import IPOLoss
 from mmpo.losses.mdpo import MDPOLoss
 from mmpo.losses.metrics import preference_metrics
 from mmpo.losses.sft import SFTLoss
 
-LOSSES: dict[str, type[PreferenceLoss]] = {cls.name: cls for cls in (DPOLoss, IPOLoss, SFTLoss, MDPOLoss)}
 
-
-def build_loss(cfg) -> PreferenceLoss:
-    """The loss of a ``loss`` config node (``_target_`` plus the constructor's arguments; ``name`` is the
-    group option's own name and not an argument)."""
-    params = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
-    params.pop("name", None)
-    return instantiate(params)
+def build_loss(cfg: DictConfig | dict) -> Loss:
+    """The loss of a ``loss`` config node (``_target_`` plus the constructor's arguments)."""
+    loss = instantiate(cfg)
+    if not isinstance(loss, Loss):
+        raise TypeError(
+            f"loss._target_={cfg['_target_']!r} built a {type(loss).__name__}, not a mmpo.losses.Loss"
+        )
+    return loss
 
 
 __all__ = [
-    "LOSSES",
     "DPOLoss",
     "IPOLoss",
+    "Loss",
+    "LossInputs",
     "LossOutput",
     "MDPOLoss",
     "PreferenceLoss",
+    "Requirements",
     "SFTLoss",
     "build_loss",
     "preference_metrics",

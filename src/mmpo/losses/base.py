@@ -1,7 +1,9 @@
-"""What every loss shares: its output type and the interface the module calls.
+"""What every loss shares: what it declares it needs, what it reads, what it returns.
 
 A loss is a pure function of two tables of per-branch sequence log-probs (policy and reference, each
-``[batch]`` float32, summed over response tokens). It knows nothing of models, images or tokenizers.
+``[batch]`` float32, summed over response tokens) and a few batch-level inputs (:class:`LossInputs`). It
+knows nothing of models, images or tokenizers. It declares its :class:`Requirements`; the start-up checks
+and the data pipeline read them, and nothing outside the loss knows which paper it serves.
 """
 
 from __future__ import annotations
@@ -11,41 +13,89 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmpo.branches import Branch, LogProbs
+from mmpo.branches import Branch, LogProbs, negatives_needed, rejected_needed
+from mmpo.losses.metrics import implicit_rewards, log_ratio, preference_metrics
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a loss needs from the rest of the run.
+
+    ``branches`` decides the rows the data pipeline builds; how many negative images and rejected responses
+    each record must have, and whether a context pool is needed, follow from it (:attr:`negatives`,
+    :attr:`rejected`, :attr:`context_pool`). ``reference``: whether the loss reads reference log-probs.
+    ``module``: the module kind that trains it (``conf/module/<kind>.yaml``).
+    """
+
+    branches: tuple[Branch, ...]
+    reference: bool = True
+    module: str = "preference"
+
+    @property
+    def negatives(self) -> int:
+        return negatives_needed(self.branches)
+
+    @property
+    def rejected(self) -> int:
+        return rejected_needed(self.branches)
+
+    @property
+    def context_pool(self) -> bool:
+        return any(b.context == "swapped" for b in self.branches)
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """What a loss may read besides the two log-prob tables."""
+
+    token_counts: LogProbs = field(default_factory=dict)
+    """Response tokens per branch and record (length normalisation, token-mean NLL)."""
+    negative_log_q: Tensor | None = None
+    """``[batch, K]`` log q of each record's negatives, when the negative sampler weights its draws."""
 
 
 @dataclass
 class LossOutput:
-    """The scalar to minimise and its terms (each logged as ``loss/<name>``)."""
+    """The scalar to minimise, its terms (each logged as ``loss/<name>``) and the loss's own metrics
+    (rewards, margins, accuracies of the branches it reads; logged as they are named)."""
 
     loss: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-class PreferenceLoss(nn.Module):
-    """Base class: subclasses set :attr:`branches` and implement :meth:`forward`."""
-
-    name: str = "base"
-    needs_reference: bool = True
-    beta: float = 0.1
+class Loss(nn.Module):
+    """Base class of every loss: :attr:`requirements` and ``forward(policy, reference, inputs)``."""
 
     @property
-    def branches(self) -> tuple[Branch, ...]:
+    def requirements(self) -> Requirements:
         raise NotImplementedError
 
     def forward(
-        self, policy: LogProbs, reference: LogProbs | None, token_counts: LogProbs | None = None
+        self, policy: LogProbs, reference: LogProbs | None, inputs: LossInputs | None = None
     ) -> LossOutput:
         raise NotImplementedError
 
+
+class PreferenceLoss(Loss):
+    """Base class of the losses with implicit rewards ``r = beta * (log pi - log pi_ref)``: subclasses set
+    :attr:`requirements` and implement :meth:`loss`; :meth:`forward` adds the reward metrics of every branch
+    in the tables (validation may score more branches than the loss reads, e.g. image reliance)."""
+
+    beta: float = 0.1
+
+    def loss(self, policy: LogProbs, reference: LogProbs | None, inputs: LossInputs) -> LossOutput:
+        raise NotImplementedError
+
+    def forward(
+        self, policy: LogProbs, reference: LogProbs | None, inputs: LossInputs | None = None
+    ) -> LossOutput:
+        out = self.loss(policy, reference, inputs or LossInputs())
+        out.metrics = {**preference_metrics(policy, reference, self.beta), **out.metrics}
+        return out
+
     def rewards(self, policy: LogProbs, reference: LogProbs | None) -> LogProbs:
         return implicit_rewards(policy, reference, self.beta)
-
-
-def implicit_rewards(policy: LogProbs, reference: LogProbs | None, beta: float) -> LogProbs:
-    """Implicit rewards ``r = beta * (log pi - log pi_ref)`` per branch (``beta * log pi`` without a
-    reference)."""
-    return {b: beta * log_ratio(policy, reference, b) for b in policy}
 
 
 def sigmoid_preference(margin: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -56,8 +106,13 @@ def sigmoid_preference(margin: Tensor, label_smoothing: float = 0.0) -> Tensor:
     return loss
 
 
-def log_ratio(policy: LogProbs, reference: LogProbs | None, branch: Branch) -> Tensor:
-    """``log pi(branch) - log pi_ref(branch)``; the reference term is 0 for reference-free losses."""
-    if reference is None:
-        return policy[branch]
-    return policy[branch] - reference[branch]
+__all__ = [
+    "Loss",
+    "LossInputs",
+    "LossOutput",
+    "PreferenceLoss",
+    "Requirements",
+    "implicit_rewards",
+    "log_ratio",
+    "sigmoid_preference",
+]

@@ -8,13 +8,18 @@ With policy == reference, h = 0 and L = log 2 for every eps.
 
 from __future__ import annotations
 
-from mmpo.branches import CHOSEN, REJECTED, Branch, LogProbs
-from mmpo.losses.base import LossOutput, PreferenceLoss, log_ratio, sigmoid_preference
+from mmpo.branches import CHOSEN, REJECTED, LogProbs
+from mmpo.losses.base import (
+    LossInputs,
+    LossOutput,
+    PreferenceLoss,
+    Requirements,
+    log_ratio,
+    sigmoid_preference,
+)
 
 
 class DPOLoss(PreferenceLoss):
-    name = "dpo"
-
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0):
         super().__init__()
         if not 0 <= label_smoothing < 0.5:
@@ -23,10 +28,10 @@ class DPOLoss(PreferenceLoss):
         self.label_smoothing = label_smoothing
 
     @property
-    def branches(self) -> tuple[Branch, ...]:
-        return (CHOSEN, REJECTED)
+    def requirements(self) -> Requirements:
+        return Requirements((CHOSEN, REJECTED))
 
-    def forward(self, policy: LogProbs, reference: LogProbs | None, token_counts=None) -> LossOutput:
+    def loss(self, policy: LogProbs, reference: LogProbs | None, inputs: LossInputs) -> LossOutput:
         h = log_ratio(policy, reference, CHOSEN) - log_ratio(policy, reference, REJECTED)
         loss = sigmoid_preference(self.beta * h, self.label_smoothing).mean()
         return LossOutput(loss, {"dpo": loss.detach()})

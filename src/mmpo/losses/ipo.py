@@ -9,28 +9,27 @@ the default follows the paper's sequence log-likelihoods. With policy == referen
 
 from __future__ import annotations
 
-from mmpo.branches import CHOSEN, REJECTED, Branch, LogProbs
-from mmpo.losses.base import LossOutput, PreferenceLoss
+from mmpo.branches import CHOSEN, REJECTED, LogProbs
+from mmpo.losses.base import LossInputs, LossOutput, PreferenceLoss, Requirements
 
 
 class IPOLoss(PreferenceLoss):
-    name = "ipo"
-
     def __init__(self, beta: float = 0.1, length_normalize: bool = False):
         super().__init__()
         self.beta = beta
         self.length_normalize = length_normalize
 
     @property
-    def branches(self) -> tuple[Branch, ...]:
-        return (CHOSEN, REJECTED)
+    def requirements(self) -> Requirements:
+        return Requirements((CHOSEN, REJECTED))
 
-    def forward(self, policy: LogProbs, reference: LogProbs | None, token_counts: LogProbs | None = None):
+    def loss(self, policy: LogProbs, reference: LogProbs | None, inputs: LossInputs) -> LossOutput:
         if self.length_normalize:
-            if token_counts is None:
+            if not inputs.token_counts:
                 raise ValueError("loss.length_normalize=true needs per-branch token counts")
-            policy = {b: policy[b] / token_counts[b] for b in self.branches}
-            reference = {b: reference[b] / token_counts[b] for b in self.branches}
+            counts = inputs.token_counts
+            policy = {b: policy[b] / counts[b] for b in (CHOSEN, REJECTED)}
+            reference = {b: reference[b] / counts[b] for b in (CHOSEN, REJECTED)}
         h = (policy[CHOSEN] - reference[CHOSEN]) - (policy[REJECTED] - reference[REJECTED])
         loss = ((h - 1 / (2 * self.beta)) ** 2).mean()
         return LossOutput(loss, {"ipo": loss.detach()})

@@ -1,6 +1,7 @@
 """mDPO (Wang et al., EMNLP 2024, arXiv 2406.11839, §3): DPO + conditional + anchored preference.
 
-With r(m, y) = beta * [log pi(y | m, q) - log pi_ref(y | m, q)], m_w the image and m_l the corrupted image:
+With r(m, y) = beta * [log pi(y | m, q) - log pi_ref(y | m, q)], m_w the image and m_l the corrupted image
+(the record's first negative, ``negative_sampler``: the paper's is a crop):
 
     L_DPO   = -log sigma( r(m_w, y_w) - r(m_w, y_l) )
     L_CoPO  = -log sigma( r(m_w, y_w) - r(m_l, y_w) )          (same response, real vs corrupted image)
@@ -11,7 +12,7 @@ With r(m, y) = beta * [log pi(y | m, q) - log pi_ref(y | m, q)], m_w the image a
 -log sigma(-r(m_w, y_l)), ``[chosen, rejected, corrupted]`` also adds -log sigma(-r(m_l, y_w)); the form of
 the two extra terms is not printed in the paper (methods.md §1.1, [I]). With policy == reference every
 term is log 2, so the default loss is 3 log 2. With w_copo = w_anc = 0 it is exactly DPO, and the
-corrupted branch is not even computed.
+negative branch is not even computed.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from collections.abc import Sequence
 
 import torch.nn.functional as F
 
-from mmpo.branches import CHOSEN, CHOSEN_CORRUPTED, REJECTED, Branch, LogProbs
-from mmpo.losses.base import LossOutput, PreferenceLoss, sigmoid_preference
+from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED, LogProbs
+from mmpo.losses.base import LossInputs, LossOutput, PreferenceLoss, Requirements, sigmoid_preference
 
 ANCHORS = ("chosen", "rejected", "corrupted")
 
 
 class MDPOLoss(PreferenceLoss):
-    name = "mdpo"
-
     def __init__(
         self,
         beta: float = 0.1,
@@ -52,24 +51,21 @@ class MDPOLoss(PreferenceLoss):
         self.label_smoothing = label_smoothing
 
     @property
-    def needs_corrupted(self) -> bool:
-        return bool(self.w_copo) or (bool(self.w_anc) and "corrupted" in self.anchors)
+    def requirements(self) -> Requirements:
+        needs_negative = bool(self.w_copo) or (bool(self.w_anc) and "corrupted" in self.anchors)
+        return Requirements((CHOSEN, REJECTED, CHOSEN_NEGATIVE) if needs_negative else (CHOSEN, REJECTED))
 
-    @property
-    def branches(self) -> tuple[Branch, ...]:
-        return (CHOSEN, REJECTED, CHOSEN_CORRUPTED) if self.needs_corrupted else (CHOSEN, REJECTED)
-
-    def forward(self, policy: LogProbs, reference: LogProbs | None, token_counts=None) -> LossOutput:
-        r = self.rewards({b: policy[b] for b in self.branches}, reference)
+    def loss(self, policy: LogProbs, reference: LogProbs | None, inputs: LossInputs) -> LossOutput:
+        r = self.rewards({b: policy[b] for b in self.requirements.branches}, reference)
         dpo = sigmoid_preference(r[CHOSEN] - r[REJECTED], self.label_smoothing).mean()
         terms = {"dpo": dpo}
         loss = self.w_dpo * dpo
         if self.w_copo:
-            terms["copo"] = (-F.logsigmoid(r[CHOSEN] - r[CHOSEN_CORRUPTED])).mean()
+            terms["copo"] = (-F.logsigmoid(r[CHOSEN] - r[CHOSEN_NEGATIVE])).mean()
             loss = loss + self.w_copo * terms["copo"]
         if self.w_anc:
             anchor = -F.logsigmoid(r[CHOSEN] - self.delta)
-            negative = {"rejected": REJECTED, "corrupted": CHOSEN_CORRUPTED}
+            negative = {"rejected": REJECTED, "corrupted": CHOSEN_NEGATIVE}
             for name in self.anchors[1:]:
                 anchor = anchor - F.logsigmoid(-r[negative[name]])
             terms["ancpo"] = anchor.mean()

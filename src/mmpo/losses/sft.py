@@ -2,29 +2,27 @@
 
     L = - sum_i log pi(y_w^i | x^i) / sum_i |y_w^i|
 
-(the mean over all response tokens in the batch). Reference-free.
+(the mean over all response tokens in the batch). Reference-free; it has no implicit reward, so its
+metrics are the log-probs only.
 """
 
 from __future__ import annotations
 
-from mmpo.branches import CHOSEN, Branch, LogProbs
-from mmpo.losses.base import LossOutput, PreferenceLoss
+from mmpo.branches import CHOSEN, LogProbs
+from mmpo.losses.base import Loss, LossInputs, LossOutput, Requirements
+from mmpo.losses.metrics import logp_metrics
 
 
-class SFTLoss(PreferenceLoss):
-    name = "sft"
-    needs_reference = False
-
-    def __init__(self, beta: float = 1.0):
-        super().__init__()
-        self.beta = beta  # only scales the logged "rewards" (beta * log pi); the loss does not use it
-
+class SFTLoss(Loss):
     @property
-    def branches(self) -> tuple[Branch, ...]:
-        return (CHOSEN,)
+    def requirements(self) -> Requirements:
+        return Requirements((CHOSEN,), reference=False)
 
-    def forward(self, policy: LogProbs, reference: LogProbs | None, token_counts: LogProbs | None = None):
-        if token_counts is None:
+    def forward(
+        self, policy: LogProbs, reference: LogProbs | None, inputs: LossInputs | None = None
+    ) -> LossOutput:
+        counts = (inputs or LossInputs()).token_counts
+        if CHOSEN not in counts:
             raise ValueError("the sft loss needs per-branch token counts")
-        loss = -policy[CHOSEN].sum() / token_counts[CHOSEN].sum().clamp(min=1)
-        return LossOutput(loss, {"nll": loss.detach()})
+        loss = -policy[CHOSEN].sum() / counts[CHOSEN].sum().clamp(min=1)
+        return LossOutput(loss, {"nll": loss.detach()}, logp_metrics(policy))
