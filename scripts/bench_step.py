@@ -8,7 +8,8 @@ The proxy keeps what decides the step's cost structure at 7B: 576 image tokens f
 (hidden 512 by default), LoRA on every LLM linear, non-reentrant gradient checkpointing, fp32. Weights
 are random and rows synthetic (random token ids around real placeholder runs): nothing is downloaded.
 
-A step is what ``PreferenceModule`` does: policy log-probs with grad, reference log-probs, loss, backward.
+A step is ``PreferenceModule``'s own (``compute``: policy log-probs with grad, reference log-probs or the
+cache look-up, loss), then backward.
 Configurations (``mode + reference``) run on the same pre-built batches, interleaved round-robin after
 warm-up; every ratio compares to ``batched + live`` (one padded forward, adapters-off reference forward:
 the TRL-style step) measured in the same round. Reported:
@@ -50,13 +51,11 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 
 from mmpo.branches import Branch
 from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows, concat_rows
-from mmpo.engine.cache import Fingerprint, ReferenceCache
-from mmpo.engine.forward import branch_logps
-from mmpo.engine.reference import Reference
-from mmpo.engine.vision import ImageFeatures
-from mmpo.losses import LOSSES, DPOLoss, MDPOLoss, PreferenceLoss
+from mmpo.engine.cache import ReferenceCache, fingerprint
+from mmpo.losses import DPOLoss, MDPOLoss, PreferenceLoss
 from mmpo.models.families import get_family
 from mmpo.models.loading import attach_lora
+from mmpo.modules.preference import PreferenceModule
 
 BOS, EOS = 1, 2
 LOSS_FACTORIES: dict[str, Callable[[], PreferenceLoss]] = {"dpo": DPOLoss, "mdpo": MDPOLoss}
@@ -230,18 +229,12 @@ def minimum_tokens(batch: PreferenceBatch) -> int:
 
 
 # ---- one step --------------------------------------------------------------------------------------
-@dataclass
-class Step:
-    loss: PreferenceLoss
-    mode: str
-    reference: Reference
-
-    def __call__(self, policy: torch.nn.Module, batch: PreferenceBatch) -> None:
-        features = ImageFeatures.for_step(policy)
-        policy_logps, counts = branch_logps(policy, batch, self.mode, features)
-        reference_logps = self.reference.logps(policy, batch, features)
-        self.loss(policy_logps, reference_logps, counts).loss.backward()
-        policy.zero_grad(set_to_none=True)
+def run_step(module: PreferenceModule, batch: PreferenceBatch) -> None:
+    """A configuration's step is the training module's own: ``PreferenceModule.compute`` (policy forward
+    with grad, reference pass or cache look-up, loss), then backward."""
+    out, _ = module.compute(batch, "train")
+    out.loss.backward()
+    module.policy.zero_grad(set_to_none=True)
 
 
 def make_step(
@@ -251,18 +244,21 @@ def make_step(
     reference: str,
     batch: PreferenceBatch,
     cache_dir: str,
-) -> Step:
-    """``reference=precomputed`` reads a cache that the live adapters-off reference filled beforehand."""
+) -> PreferenceModule:
+    """The module of ``mode`` and ``reference``; ``reference=precomputed`` reads a cache that the live
+    adapters-off reference filled beforehand."""
     if reference == "live":
-        return Step(loss, mode, Reference("adapter_off", policy, mode))
-    cached = Reference("precomputed", policy, mode)
-    cached.cache = ReferenceCache(
-        cache_dir, Fingerprint({"bench": (f"{loss.name}-{mode}", "synthetic rows")})
+        return PreferenceModule(policy, loss, {"strategy": "adapter_off"}, {}, mode)
+    module = PreferenceModule(policy, loss, {"strategy": "precomputed"}, {}, mode)
+    live = PreferenceModule(policy, loss, {"strategy": "adapter_off"}, {}, mode).reference
+    cache = ReferenceCache(
+        cache_dir,
+        fingerprint({"bench": {"loss": type(loss).__name__, "mode": mode}}),
+        lambda split, branch: False,
     )
-    cached.cache.add(
-        "train", batch.ids, Reference("adapter_off", policy, mode).logps(policy, batch), batch.epoch
-    )
-    return Step(loss, mode, cached)
+    cache.add("train", batch.ids, live.logps(policy, batch), batch.epoch)
+    module.reference.cache = cache
+    return module
 
 
 # ---- hardware-independent counts -------------------------------------------------------------------
@@ -278,7 +274,9 @@ class Counts:
     head_flops: float = 0.0
 
 
-def count_step(policy: torch.nn.Module, step: Step, batch: PreferenceBatch, with_flops: bool) -> Counts:
+def count_step(
+    policy: torch.nn.Module, step: PreferenceModule, batch: PreferenceBatch, with_flops: bool
+) -> Counts:
     """One instrumented step: decoder inputs (policy with grad, reference without), vision-tower calls,
     LM-head rows, and the FLOPs of the whole step; the head's share is ``2 * hidden * vocab`` per row pass
     (its weight is frozen, so backward costs one matmul per row, like forward)."""
@@ -311,7 +309,7 @@ def count_step(policy: torch.nn.Module, step: Step, batch: PreferenceBatch, with
     counter = FlopCounterMode(display=False)
     try:
         with counter if with_flops else contextlib.nullcontext():
-            step(policy, batch)
+            run_step(step, batch)
     finally:
         for hook in hooks:
             hook.remove()
@@ -331,13 +329,13 @@ def _status_kib(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1))
 
 
-def peak_step_mib(policy: torch.nn.Module, step: Step, batch: PreferenceBatch) -> float:
+def peak_step_mib(policy: torch.nn.Module, step: PreferenceModule, batch: PreferenceBatch) -> float:
     """Growth of peak RSS over one step: VmHWM reset to the current RSS through ``/proc/self/clear_refs``."""
     gc.collect()
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    step(policy, batch)
+    run_step(step, batch)
     return (_status_kib("VmHWM") - before) / 1024
 
 
@@ -347,10 +345,10 @@ def memory_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     policy = build_policy(args)
     loss = LOSS_FACTORIES[name]()
-    batch = synthetic_batch(args, loss.branches)
+    batch = synthetic_batch(args, loss.requirements.branches)
     with tempfile.TemporaryDirectory() as cache_dir:
         step = make_step(policy, loss, mode, reference, batch, cache_dir)
-        step(policy, batch)
+        run_step(step, batch)
         print(f"peak_mib={peak_step_mib(policy, step, batch)}")
 
 
@@ -364,7 +362,7 @@ def measure_memory(argv: list[str], name: str, config: tuple[str, str]) -> float
 
 # ---- timing ----------------------------------------------------------------------------------------
 def time_configs(
-    policy, steps: dict[tuple[str, str], Step], batch, warmup: int, repeats: int
+    policy, steps: dict[tuple[str, str], PreferenceModule], batch, warmup: int, repeats: int
 ) -> dict[tuple[str, str], list[float]]:
     """Round-robin over the configurations (start rotated each round), ``warmup`` rounds discarded."""
     names = list(steps)
@@ -373,7 +371,7 @@ def time_configs(
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             start = time.perf_counter()
-            steps[name](policy, batch)
+            run_step(steps[name], batch)
             elapsed = time.perf_counter() - start
             if round_ >= warmup:
                 times[name].append(elapsed)
@@ -397,7 +395,7 @@ class LossBench:
 
     name: str
     batch: PreferenceBatch
-    steps: dict[tuple[str, str], Step]
+    steps: dict[tuple[str, str], PreferenceModule]
     times: dict[tuple[str, str], list[float]] | None = None
     counts: dict[tuple[str, str], Counts] | None = None
     peaks: dict[tuple[str, str], float] | None = None
@@ -440,7 +438,7 @@ def run_benchmark(
     benches = []
     for name in args.losses.split(","):
         loss = LOSS_FACTORIES[name]()
-        batch = synthetic_batch(args, loss.branches)
+        batch = synthetic_batch(args, loss.requirements.branches)
         steps = {
             c: make_step(policy, loss, *c, batch, os.path.join(cache_dir, f"{name}_{c[0]}_{c[1]}"))
             for c in CONFIGS
@@ -547,11 +545,6 @@ def main(argv: list[str] | None = None) -> None:
     policy = build_policy(args)
     with tempfile.TemporaryDirectory() as cache_dir:
         results = run_benchmark(args, argv, policy, cache_dir)
-    misp = sorted(name for name in LOSSES if "misp" in name)
-    print(
-        f"[misp K=3: skipped - {'no multi-negative loss in mmpo.losses.LOSSES yet' if not misp else misp} "
-        "(add it to LOSS_FACTORIES; synthetic_batch already builds negative[k] rows)]"
-    )
     report(args, results)
 
 

@@ -7,7 +7,8 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from mmpo.config import ConfigError, check_config
+from mmpo.config import ConfigError
+from mmpo.train import check_run as check_config
 
 from .conftest import CONF_DIR, ROOT, train_cli
 
@@ -43,7 +44,7 @@ def test_every_option_of_every_group_composes(compose, group, option):
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.to_container(job, resolve=True)  # every interpolation resolves
     if group == "loss":
-        assert cfg.loss.name == option
+        assert cfg.choices.loss == option
     if group == "benchmark":  # evaluated after training
         assert list(cfg.benchmarks) == [option]
 
@@ -52,7 +53,9 @@ def test_cfg_job_prints_a_real_model_config_without_touching_the_model_path(tmp_
     out = train_cli("--cfg", "job", "loss=dpo", "model=llava7b", run_dir=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
-    assert cfg.model.name == "llava7b" and cfg.model.family == "llava" and cfg.loss.name == "dpo"
+    assert (
+        cfg.model.name == "llava7b" and cfg.model.family == "llava" and cfg.loss._target_.endswith("DPOLoss")
+    )
     assert str(cfg.model.path).endswith("llava-1.5-7b-hf")
 
 
@@ -76,14 +79,17 @@ def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message, tmp_
         (["engine.mode=fast"], "engine.mode='fast'; allowed:"),
         (["data.truncation=cut"], "data.truncation='cut'; allowed: ['delete', 'truncate_response', 'raise']"),
         (["model.lora.enabled=false"], "reference=adapter_off needs model.lora.enabled=true"),
-        (["loss=mdpo"], "negative_sampler allowed: ['crop', 'crop_20_50'"),
+        (
+            ["loss=mdpo"],
+            "loss=mdpo needs 1 negative image(s) per record; negative_sampler allowed: ['blank', 'crop'",
+        ),
         (["loss=mdpo", "negative_sampler=crop", "data.image=none"], "cannot run with data.image=none"),
         (["reference=none"], "loss=dpo needs a reference"),
         (["loss.label_smoothing=0.9"], "loss.label_smoothing=0.9"),
         (["negative_sampler=crop", "negative_sampler.scale=[0.5,0.1]"], "negative_sampler.scale"),
         (
-            ["negative_sampler@val_negative_sampler=random_image", "val_negative_sampler.apply_to=pixels"],
-            "val_negative_sampler: negative_sampler.apply_to='pixels' is not supported by the 'random_image'",
+            ["negative_sampler@val_negative_sampler=mocov2", "val_negative_sampler.apply_to=pixels"],
+            "val_negative_sampler: negative_sampler.apply_to='pixels' is not supported by the 'mocov2'",
         ),
         (["model.quantization.load_in_4bit=true", "model.lora.enabled=false", "reference=copy"], "QLoRA"),
         (["model.family=gpt2"], "model.family='gpt2' is not supported; allowed:"),

@@ -160,8 +160,10 @@ def test_resume_continues_the_wandb_run_of_the_checkpoint(compose, tmp_path):
 def test_real_model_path_loads_like_a_downloaded_checkpoint(compose, tmp_path):
     """A tiny model + processor saved in HF layout load through model.path exactly like llava7b would."""
     from mmpo.branches import CHOSEN, REJECTED
-    from mmpo.data.collator import Example, PreferenceCollator, load_image
+    from mmpo.data.collator import PreferenceCollator
+    from mmpo.data.examples import Example
     from mmpo.data.records import read_records
+    from mmpo.images import load_image
     from mmpo.models.loading import load_model
     from mmpo.models.tiny import build_tiny_llava
 
@@ -248,15 +250,15 @@ def test_dpo_with_a_sampler_reports_image_reliance_on_validation_only(compose):
 
 
 def test_no_image_ablation_trains_without_images_and_validates_with_them(compose):
-    from mmpo.branches import CHOSEN
+    from mmpo.branches import CHOSEN, REJECTED
     from mmpo.data.datamodule import PreferenceDataModule
-    from mmpo.losses import DPOLoss
     from mmpo.models.families import get_family
     from mmpo.models.tiny import build_tiny_llava
 
     cfg = compose(["data.image=none"])
     _, processor = build_tiny_llava()
-    datamodule = PreferenceDataModule(cfg.data, processor, get_family("llava"), DPOLoss().branches)
+    branches = {"train": [CHOSEN, REJECTED], "val": [CHOSEN, REJECTED]}
+    datamodule = PreferenceDataModule(cfg.data, processor, get_family("llava"), branches)
     datamodule.setup()
     train = next(iter(datamodule.train_dataloader()))
     val = next(iter(datamodule.val_dataloader()))

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 #   missing; its built-in CPU fallback is what runs.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # - Lightning 2.6 asks torch whether a pytree spec is a `LeafSpec`, which torch has deprecated.
-warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 # - the CSV logger writes metrics.csv into the run directory, which already holds Hydra's .hydra/; it
 #   warns that "previous log files" will be deleted, but a run directory is always fresh (train.py).
 warnings.filterwarnings("ignore", r"Experiment logs directory .* exists and is not empty", UserWarning)

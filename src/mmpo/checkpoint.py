@@ -47,8 +47,12 @@ class TrainedRun:
     weights: str
 
     @property
+    def config(self) -> DictConfig:
+        return OmegaConf.load(self.directory / "config.yaml")
+
+    @property
     def model_config(self) -> DictConfig:
-        return OmegaConf.load(self.directory / "config.yaml").model
+        return self.config.model
 
     @property
     def weights_dir(self) -> Path:

@@ -1,9 +1,11 @@
-"""Structured configs (registered in Hydra's ConfigStore) and the start-up checks across groups.
+"""Structured configs (registered in Hydra's ConfigStore), the resolvers of the run directory, and the
+generic start-up check runner.
 
 The schemas type-check the ``model``, ``data``, ``reference``, ``engine`` and ``optim`` nodes when Hydra
-composes them (an unknown key or a wrong type fails there, naming the key). :func:`check_config` then
-checks allowed values and combinations across groups, before any model loads, and raises one
-:class:`ConfigError` that lists every problem with the offending key and the allowed values.
+composes them (an unknown key or a wrong type fails there, naming the key). :func:`check` then runs the
+checks of the run's module kind (each allowed-values list and each rule lives with the component it is
+about: the model loader, the data module, the engine, the reference strategies, the loss's requirements),
+before any model loads, and raises one :class:`ConfigError` that lists every problem.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +110,7 @@ class ReferenceSchema:
 
 @dataclass
 class EngineSchema:
-    mode: str = "batched"
+    mode: str = "auto"
 
 
 @dataclass
@@ -181,9 +184,20 @@ def unique_id() -> str:
     return hashlib.blake2b(shared.encode(), digest_size=3).hexdigest()
 
 
+def choice(group: str, *, _root_: DictConfig) -> str:
+    """The option a config group was given (``${choice:loss}`` -> ``dpo``): from Hydra's runtime config
+    in a job, from the config's own ``hydra`` node where that is not set yet (a multirun's sweep
+    directory resolves before any job starts)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else _root_.hydra.runtime.choices
+    return choices[group]
+
+
 def register_resolvers() -> None:
     """``${cwd:}`` (the working directory), ``${unique:}`` (:func:`unique_id`, fixed for the process's
-    config) and ``${run_tag:}``."""
+    config), ``${run_tag:}`` and ``${choice:<group>}``."""
+    OmegaConf.register_new_resolver("choice", choice, replace=True)
     OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("unique", unique_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)
@@ -192,101 +206,32 @@ def register_resolvers() -> None:
 register_configs()
 register_resolvers()
 
-NEGATIVE_SAMPLERS: tuple[str, ...] = (
-    "crop",
-    "crop_20_50",
-    "diffusion",
-    "random_image",
-    "blank",
-    "rotate",
-    "mocov2",
-)
-"""The options of ``conf/negative_sampler`` besides ``none``."""
 
-SAMPLER_KEYS = ("negative_sampler", "val_negative_sampler")
-"""The config nodes that hold a sampler: training's corruption and the optional validation one."""
-
-ALLOWED: dict[str, tuple[str, ...]] = {
-    "data.source": ("shapes", "files"),
-    "data.truncation": ("delete", "truncate_response", "raise"),
-    "data.on_error": ("raise", "skip"),
-    "data.image": ("original", "none"),
-    "reference.strategy": ("adapter_off", "copy", "precomputed", "none"),
-    "reference.on_missing": ("fill", "fail"),
-    "engine.mode": ("naive", "batched", "shared_prefix", "auto"),
-    "optim.scheduler": ("cosine", "linear", "constant_with_warmup"),
-}
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Raise one :class:`ConfigError` listing every invalid value or combination."""
-    from mmpo.losses import LOSSES, build_loss
-    from mmpo.models.loading import model_problems
-
-    problems: list[str] = [
+def check(cfg: DictConfig, *checks: Callable[[DictConfig], list[str]]) -> None:
+    """Run every check on ``cfg`` and raise one :class:`ConfigError` listing every problem; unset
+    mandatory values (``???``) are reported first, since every other check may read them."""
+    if problems := [
         f"{key} must be set (it is ??? in conf/): add {key}=... to the command line"
         for key in missing_keys(cfg)
-    ]
-    if problems:  # every other check may read them
+    ]:
         raise ConfigError(problems)
-    for key, values in ALLOWED.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in values:
-            problems.append(f"{key}={value!r}; allowed: {list(values)}")
-
-    loss_name = cfg.loss.get("name")
-    if loss_name not in LOSSES:
-        problems.append(f"loss.name={loss_name!r}; allowed: {sorted(LOSSES)}")
-        raise ConfigError(problems)
-    try:
-        loss = build_loss(cfg.loss)
-    except Exception as error:  # noqa: BLE001 - reported with the key, then re-raised as ConfigError
-        problems.append(f"loss={loss_name}: {getattr(error, '__cause__', None) or error}")
-        raise ConfigError(problems) from None
-
-    model = cfg.model
-    problems += model_problems(model)
-
-    strategy = cfg.reference.strategy
-    if loss.needs_reference and strategy == "none":
-        problems.append(
-            f"loss={loss_name} needs a reference; reference.strategy allowed: "
-            "['adapter_off', 'copy', 'precomputed']"
-        )
-    if loss.needs_reference and strategy == "adapter_off" and not model.lora.enabled:
-        problems.append(
-            "reference=adapter_off needs model.lora.enabled=true; use reference=copy for full fine-tuning"
-        )
-    if loss.needs_reference and strategy == "precomputed":
-        problems += _precomputed_problems(cfg, loss)
-    if cfg.engine.mode == "shared_prefix":
-        problems += _shared_prefix_problems(model)
-
-    needs_corrupted = any(b.image == "corrupted" for b in loss.branches)
-    has_sampler = bool(cfg.get("negative_sampler"))
-    if needs_corrupted and cfg.data.image == "none":
-        problems.append(
-            f"loss={loss_name} contrasts the image with a corrupted one; it cannot run with data.image=none"
-        )
-    elif needs_corrupted and not has_sampler:
-        problems.append(
-            f"loss={loss_name} needs a corrupted image; negative_sampler allowed: {list(NEGATIVE_SAMPLERS)}"
-        )
-    for key in SAMPLER_KEYS:
-        if cfg.get(key):
-            from mmpo.negatives import build_negative_sampler
-
-            try:
-                build_negative_sampler(cfg[key])
-            except ValueError as error:
-                problems.append(f"{key}: {error}")
-    if cfg.data.source == "files" and not (Path(cfg.data.path) / cfg.data.train_file).is_file():
-        problems.append(
-            f"data.path={cfg.data.path!r} has no {cfg.data.train_file}; data.source=files reads "
-            "JSONL records (README, 'Record format') from there"
-        )
+    problems = [problem for check_ in checks for problem in check_(cfg)]
     if problems:
         raise ConfigError(problems)
+
+
+def module_class(cfg: DictConfig) -> type:
+    """The LightningModule class that ``module._target_`` names (``conf/module/<kind>.yaml``)."""
+    from hydra.utils import get_class
+
+    target = OmegaConf.select(cfg, "module._target_")
+    try:
+        return get_class(target)
+    except Exception as error:  # noqa: BLE001 - reported with the key and the reason
+        options = sorted(p.stem for p in (CONF_DIR / "module").glob("*.yaml"))
+        raise ConfigError(
+            f"module._target_={target!r} is not an importable class ({error}); module allowed: {options}"
+        ) from None
 
 
 def missing_keys(cfg: DictConfig) -> list[str]:
@@ -300,51 +245,3 @@ def missing_keys(cfg: DictConfig) -> list[str]:
         return []
 
     return walk(OmegaConf.to_container(cfg, resolve=False), "")
-
-
-def _precomputed_problems(cfg: DictConfig, loss) -> list[str]:
-    from mmpo.branches import CHOSEN_CORRUPTED
-    from mmpo.engine.cache import epoch_dependent
-
-    problems = []
-    if any((cfg.get(key) or {}).get("resample_per_forward") for key in SAMPLER_KEYS):
-        problems.append(
-            "reference=precomputed cannot hold negative_sampler.resample_per_forward=true (a fresh "
-            "corruption on every forward); set it to false or use reference=adapter_off|copy"
-        )
-    # validation adds chosen@corrupted (image-reliance diagnostics) whenever a sampler is configured
-    has_sampler = any(cfg.get(key) for key in SAMPLER_KEYS)
-    branches = [*loss.branches, *([CHOSEN_CORRUPTED] if has_sampler else [])]
-    seeded = sorted({str(b) for b in branches if epoch_dependent(b)})
-    if seeded and not cfg.model.lora.enabled and cfg.trainer.get("max_epochs") != 1:
-        problems.append(
-            f"reference=precomputed with full fine-tuning and the epoch-seeded branches {seeded} needs "
-            "trainer.max_epochs=1 (each epoch's corruption is scored by the initial weights, which are "
-            "gone after the first step); use model.lora.enabled=true or reference=copy"
-        )
-    return problems
-
-
-def _shared_prefix_problems(model: DictConfig) -> list[str]:
-    from mmpo.engine.adapters import SHARED_PREFIX_FAMILIES
-    from mmpo.engine.layout import ATTENTION_IMPLEMENTATIONS
-
-    problems = []
-    if model.family not in SHARED_PREFIX_FAMILIES:
-        problems.append(
-            f"engine.mode=shared_prefix does not support model.family={model.family!r}; allowed "
-            f"families: {list(SHARED_PREFIX_FAMILIES)} (use engine.mode=batched)"
-        )
-    if model.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-        problems.append(
-            f"engine.mode=shared_prefix needs a 4-D attention mask; model.attn_implementation="
-            f"{model.attn_implementation!r}, allowed: {list(ATTENTION_IMPLEMENTATIONS)}"
-        )
-    return problems
-
-
-def wandb_mode() -> str:
-    """wandb runs offline unless ``WANDB_MODE`` says otherwise, and keeps its own terminal output to
-    itself unless ``WANDB_SILENT=false`` (train.py logs where the run's files are)."""
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return os.environ.setdefault("WANDB_MODE", "offline")

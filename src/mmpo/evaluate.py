@@ -38,21 +38,27 @@ from omegaconf import DictConfig, OmegaConf
 import mmpo.config  # noqa: F401  (registers the structured configs the model group uses)
 from mmpo.bases import resolve_init_from
 from mmpo.benchmarks.base import Benchmark, BenchmarkDataMissing, EvalItem
-from mmpo.checkpoint import RunNotFound, TrainedRun, find_run, fingerprint, load_run, load_untrained
-from mmpo.config import CONF_DIR, ConfigError
-from mmpo.generation import decoding_settings, generate
+from mmpo.checkpoint import RunNotFound, TrainedRun, find_run, fingerprint
+from mmpo.config import CONF_DIR, ConfigError, module_class
+from mmpo.generation import decoding_settings
 from mmpo.models.loading import ModelPathError, model_problems
 
 log = logging.getLogger("mmpo")
 
 
-def load_benchmarks(cfg: DictConfig) -> dict[str, tuple[Benchmark, list[EvalItem]]]:
+def load_benchmarks(cfg: DictConfig, kind: type) -> dict[str, tuple[Benchmark, list[EvalItem]]]:
     """Each selected benchmark with its items; raises one ConfigError naming every benchmark whose data
-    is missing (with the key to set), or that no benchmark is selected."""
+    is missing (with the key to set) or that the module kind cannot evaluate, or that none is selected."""
     loaded, problems = {}, []
     for name, node in (cfg.get("benchmarks") or {}).items():
         benchmark = instantiate(node)
         benchmark.config_key = f"benchmarks.{name}"
+        if benchmark.kind not in kind.benchmark_kinds:
+            problems.append(
+                f"benchmark={name} is a {benchmark.kind} benchmark; a {kind.kind} module is evaluated by "
+                f"{list(kind.benchmark_kinds)} ones"
+            )
+            continue
         try:
             loaded[name] = (benchmark, benchmark.items())
         except BenchmarkDataMissing as error:
@@ -67,24 +73,31 @@ def load_benchmarks(cfg: DictConfig) -> dict[str, tuple[Benchmark, list[EvalItem
     return loaded
 
 
-def startup(cfg: DictConfig) -> tuple[TrainedRun | None, dict[str, tuple[Benchmark, list[EvalItem]]]]:
-    """The run to evaluate and the benchmarks with their items, or one ConfigError listing every problem
-    (run directory, model config, benchmark data) before any model loads."""
+def startup(cfg: DictConfig) -> tuple[TrainedRun | None, type, dict[str, tuple[Benchmark, list[EvalItem]]]]:
+    """The run to evaluate, its module kind and the benchmarks with their items, or one ConfigError
+    listing every problem (run directory, model config, benchmark data) before any model loads."""
     problems: list[str] = []
     trained = None
     try:
         trained = find_run(cfg.run) if cfg.run else None
     except RunNotFound as error:
         problems.append(str(error))
+    kind = kind_of(cfg, trained)
     if not cfg.run:
         problems += model_problems(cfg.model)
+    benchmarks = {}
     try:
-        benchmarks = load_benchmarks(cfg)
+        benchmarks = load_benchmarks(cfg, kind)
     except ConfigError as error:
         problems += error.problems
     if problems:
         raise ConfigError(problems)
-    return trained, benchmarks
+    return trained, kind, benchmarks
+
+
+def kind_of(cfg: DictConfig, trained: TrainedRun | None) -> type:
+    """The module kind that evaluates: the trained run's (its ``config.yaml``), else the ``module`` group's."""
+    return module_class(trained.config if trained is not None and "module" in trained.config else cfg)
 
 
 def device_for(setting: str) -> torch.device:
@@ -130,15 +143,13 @@ def run(
     """Evaluate and write one JSON per benchmark; returns ``{benchmark: metrics}``. ``benchmarks``: the
     result of :func:`load_benchmarks` when the caller has already read them."""
     if benchmarks is None:
-        trained, benchmarks = startup(cfg)
+        trained, kind, loaded = startup(cfg)
     else:
         trained = find_run(cfg.run) if cfg.run else None
+        kind, loaded = kind_of(cfg, trained), benchmarks
     if trained is None:
         resolve_init_from(cfg.model, cfg.paths.base_dir)  # base:<experiment> -> its run directory
-        model, processor, family = load_untrained(cfg.model)
-    else:
-        model, processor, family = load_run(trained, merge=cfg.merge_adapter)
-    model.to(device_for(cfg.device))
+    handle = kind.load_for_evaluation(cfg, trained, device_for(cfg.device))
     model_cfg = trained.model_config if trained else cfg.model
     out = results_dir(cfg, trained)
     model_info = {
@@ -148,20 +159,10 @@ def run(
         "fingerprint": fingerprint(model_cfg, trained),
     }
     results = {}
-    for name, (benchmark, items) in benchmarks.items():
+    for name, (benchmark, items) in loaded.items():
         torch.manual_seed(cfg.seed)
         start = time.time()
-        outputs = generate(
-            model,
-            processor,
-            family,
-            items,
-            benchmark.generation,
-            cfg.batch_size,
-            progress=cfg.progress,
-            description=name,
-        )
-        metrics, records = benchmark.score(items, outputs)
+        metrics, records = benchmark.run(handle, items)
         document = result_document(
             name, benchmark, cfg.benchmarks[name], metrics, records, model_info, time.time() - start
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from mmpo.benchmarks.base import EvalItem
-from mmpo.data.collator import load_image
+from mmpo.images import load_image
 from mmpo.models.families import Family
 
 DECODING_DEFAULTS: dict[str, Any] = {"max_new_tokens": 64, "num_beams": 1, "do_sample": False}
@@ -115,3 +116,29 @@ def generate(
             outputs.update(zip((item.id for item in batch), texts, strict=True))
             bar.update(len(batch))
     return outputs
+
+
+@dataclass
+class Generator:
+    """A generative model as benchmarks evaluate it (``evaluate.py``, the benchmark callback): a
+    ``generate`` over items with a benchmark's pinned decoding."""
+
+    model: PreTrainedModel
+    processor: ProcessorMixin
+    family: Family
+    batch_size: int = 16
+    progress: bool = True
+
+    def generate(
+        self, items: Sequence[EvalItem], decoding: dict[str, Any] | None = None, description: str = "generate"
+    ) -> dict[str, str]:
+        return generate(
+            self.model,
+            self.processor,
+            self.family,
+            items,
+            decoding,
+            self.batch_size,
+            self.progress,
+            description,
+        )

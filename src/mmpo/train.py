@@ -1,4 +1,8 @@
-"""Hydra entry point: check the config, build data, policy and trainer, fit, save, summarise.
+"""Hydra entry point: check the config, build the module kind and its data, fit, save, summarise.
+
+Everything generic about a run lives here (seed, run directory, loggers, callbacks, fit, interruption and
+divergence, save, summary, post-training evaluation); what differs between module kinds lives with the
+module class ``module._target_`` names (:mod:`mmpo.modules.base`).
 
     python train.py                                   # DPO, tiny LLaVA, shapes world, CPU
     python train.py loss=mdpo negative_sampler=crop model=tiny_qwen2vl
@@ -21,10 +25,12 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from mmpo.bases import BaseBuildError, resolve_init_from
-from mmpo.config import CONF_DIR, ConfigError, check_config, wandb_mode
+from mmpo.config import CONF_DIR, ConfigError, check, module_class
+from mmpo.loggers import continue_wandb_run, finish_wandb_runs, wandb_mode
+from mmpo.modules.base import TrainingDiverged, TrainingModule
 
 log = logging.getLogger("mmpo")
 
@@ -33,56 +39,15 @@ def _instantiate_all(node: DictConfig | None) -> list:
     return [instantiate(v) for v in (node or {}).values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
-def continue_wandb_run(cfg: DictConfig) -> None:
-    """Resuming from ``<run>/checkpoints/last.ckpt`` logs to the wandb run of ``<run>`` (same id) unless
-    ``logger.wandb.id`` is set. wandb names its run directories ``<run>/wandb/[offline-]run-<time>-<id>``."""
-    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not cfg.get("ckpt_path") or wandb_cfg is None or wandb_cfg.get("id"):
-        return
-    runs = sorted(
-        (Path(cfg.ckpt_path).resolve().parents[1] / "wandb").glob("*run-*-*"),
-        key=lambda path: path.name.split("run-", 1)[1],  # by time, offline and online runs alike
-    )
-    if runs:
-        with open_dict(cfg):
-            wandb_cfg.id = runs[-1].name.rsplit("-", 1)[1]
-        log.info("resuming wandb run %s", wandb_cfg.id)
-
-
-def finish_wandb_runs(trainer: L.Trainer) -> None:
-    """Close this run's wandb run: Lightning leaves it open, and the next job of a Hydra multirun in the
-    same process would otherwise log into it."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
-        import wandb
-
-        if wandb.run is not None and trainer.is_global_zero:
-            directory = wandb.run.settings.sync_dir
-            log.info(
-                "wandb run %s (%s): %s; `wandb sync %s` uploads it",
-                wandb.run.id,
-                wandb_mode(),
-                directory,
-                directory,
-            )
-        wandb.finish()
-
-
-def summary_line(cfg: DictConfig, metrics: dict, seconds: float, steps: int, choices: dict) -> str:
-    keys = (
-        "train/loss_epoch",
-        "val/loss",
-        "val/rewards/accuracies",
-        "val/rewards/margins",
-        "val/image_reliance/accuracy",
-    )
+def summary_line(cfg: DictConfig, metrics: dict, seconds: float, steps: int, choices: dict, keys) -> str:
+    """One line: the run, its loss and model, the choices that decide what ran (status, engine mode,
+    reference: the first word of each), steps, the module kind's summary metrics and the time."""
     values = " ".join(f"{k}={float(metrics[k]):.4f}" for k in keys if k in metrics)
-    setting = " ".join(f"{k}={choices[k].split()[0]}" for k in ("status", "engine", "reference"))
-    return (
-        f"{cfg.run_name}: loss={cfg.loss.name} model={cfg.model.name} {setting} steps={steps} {values} "
-        f"time={seconds:.1f}s"
+    setting = " ".join(
+        f"{k}={v.split()[0]}" for k, v in choices.items() if k in ("status", "engine", "reference")
     )
+    loss = (cfg.get("choices") or {}).get("loss")
+    return f"{cfg.run_name}: loss={loss} model={cfg.model.name} {setting} steps={steps} {values} time={seconds:.1f}s"
 
 
 def resume_checkpoint(ckpt_path: str | None) -> str | None:
@@ -127,43 +92,35 @@ def remove_stub(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def check_run(cfg: DictConfig) -> type[TrainingModule]:
+    """The module kind ``module`` names, after its start-up checks passed (one ConfigError otherwise)."""
+    kind = module_class(cfg)
+    if not (isinstance(kind, type) and issubclass(kind, TrainingModule)):
+        raise ConfigError(f"module._target_={cfg.module._target_!r} is not a mmpo.modules.TrainingModule")
+    check(cfg, kind.problems)
+    return kind
+
+
 def run(cfg: DictConfig) -> float | None:
-    check_config(cfg)
+    """Check, build the module kind ``module`` names and its data, fit, save, summarise, evaluate."""
+    kind = check_run(cfg)
     ckpt_path = resume_checkpoint(cfg.ckpt_path)
     wandb_mode()
-    continue_wandb_run(cfg)
-    # heavy imports after the config check: a bad config fails in a second
+    continue_wandb_run(cfg, ckpt_path)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from mmpo.data.datamodule import PreferenceDataModule
-    from mmpo.losses import build_loss
-    from mmpo.models.loading import load_model
-    from mmpo.modules.preference import PreferenceModule, TrainingDiverged
-    from mmpo.negatives import build_negative_sampler
 
     benchmarks = None
     if cfg.get("benchmarks"):
         from mmpo.evaluate import load_benchmarks
 
-        benchmarks = load_benchmarks(cfg)  # missing benchmark data fails now, not after training
+        benchmarks = load_benchmarks(cfg, kind)  # missing benchmark data fails now, not after training
     start = time.time()
     resolve_init_from(cfg.model, cfg.paths.base_dir)  # base:<experiment> -> its run directory
     out = Path(cfg.paths.output_dir)
     claim_run_dir(out, cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    loss = build_loss(cfg.loss)
-    policy, processor, family = load_model(cfg.model)
-    datamodule = PreferenceDataModule(
-        cfg.data,
-        processor,
-        family,
-        loss.branches,
-        build_negative_sampler(cfg.get("negative_sampler")),
-        cfg.seed,
-        val_sampler=build_negative_sampler(cfg.get("val_negative_sampler")),
-    )
-    module = PreferenceModule(policy, loss, cfg.reference, cfg.optim, cfg.engine.mode)
+    module, datamodule = kind.build(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         logger=_instantiate_all(cfg.get("logger")) or False,
@@ -190,12 +147,13 @@ def run(cfg: DictConfig) -> float | None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if trainer.is_global_zero:
             if not isinstance(stopped, TrainingDiverged):
-                save_weights(module.policy, processor, out)
-            datamodule.write_report(out, module.dropped)
+                module.save(out, datamodule)
             if benchmarks and stopped is None:
                 module.cpu()  # the accelerator's memory goes to the reloaded copy that is evaluated
                 evaluate_trained(cfg, out, trainer, benchmarks)
-            line = summary_line(cfg, metrics, time.time() - start, trainer.global_step, choices)
+            line = summary_line(
+                cfg, metrics, time.time() - start, trainer.global_step, choices, kind.summary_metrics
+            )
             (out / "summary.txt").write_text(line + "\n")
             log.info("run directory: %s", out)
             print(line)
@@ -247,24 +205,11 @@ def evaluate_trained(
     return results
 
 
-def save_weights(policy, processor, out: Path) -> None:
-    """LoRA policies save their adapter in peft format, others their full weights; both with the processor.
-    Non-finite trainable weights are never saved."""
-    from mmpo.modules.preference import TrainingDiverged
-
-    if not all(p.isfinite().all() for p in policy.parameters() if p.requires_grad):
-        raise TrainingDiverged(f"a trainable weight is non-finite; nothing was saved to {out}")
-    target = out / ("adapter" if hasattr(policy, "peft_config") else "model")
-    policy.save_pretrained(target)
-    processor.save_pretrained(target)
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from mmpo.benchmarks.base import BenchmarkDataMissing
     from mmpo.data.records import RecordError
     from mmpo.models.loading import ModelPathError
-    from mmpo.modules.preference import TrainingDiverged
 
     try:
         return run(cfg)

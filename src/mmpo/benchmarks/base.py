@@ -80,6 +80,9 @@ class Benchmark(abc.ABC):
     name: ClassVar[str]
     #: where the public files come from, quoted in :class:`BenchmarkDataMissing`.
     source: ClassVar[str]
+    #: what evaluates it: ``generative`` benchmarks score generated text (a module kind's
+    #: :class:`~mmpo.generation.Generator`), ``embedding`` ones score embeddings (an encoder).
+    kind: ClassVar[str] = "generative"
     #: the config node this benchmark was built from; :class:`BenchmarkDataMissing` names its ``.path``.
     #: ``evaluate.load_benchmarks`` and the benchmark callback set it; the default is the usual node.
     config_key: str | None = None
@@ -103,6 +106,11 @@ class Benchmark(abc.ABC):
     @abc.abstractmethod
     def items(self) -> list[EvalItem]:
         """Read the local data in its public format; raise :class:`BenchmarkDataMissing` if absent."""
+
+    def run(self, model: Any, items: list[EvalItem]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Evaluate ``model`` (the module kind's evaluation handle) on ``items``: generate with the pinned
+        decoding, then :meth:`score`."""
+        return self.score(items, model.generate(items, self.generation, description=self.name))
 
     @abc.abstractmethod
     def score(

@@ -122,9 +122,14 @@ class EmbeddingBenchmark(Benchmark):
             raise ValueError(f"{type(self).__name__}: batch_size must be positive, got {batch_size}")
         self.batch_size = batch_size
 
+    kind = "embedding"
+
     @abc.abstractmethod
     def evaluate(self, encoder: Encoder) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Embed this benchmark's images and texts with ``encoder`` and score them."""
+
+    def run(self, model: Encoder, items: list[EvalItem]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        return self.evaluate(model)
 
     def score(self, items: list[EvalItem], outputs: dict[str, str]):
         raise TypeError(

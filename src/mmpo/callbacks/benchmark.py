@@ -1,7 +1,7 @@
 """Benchmark the policy while it trains: generate, score and log every ``every_n_steps`` optimizer steps.
 
-Generation is :func:`mmpo.generation.generate` (the code ``evaluate.py`` runs), with the benchmark's
-pinned decoding and the processor and family of the training data module. The metrics go to every
+The benchmark runs on the module's own evaluation handle (for a generative module the
+:class:`~mmpo.generation.Generator` that ``evaluate.py`` uses, with the benchmark's pinned decoding). The metrics go to every
 logger as ``benchmark/<name>/<metric>`` at the current global step, and into the trainer's callback
 metrics, so a sweep can optimise one (``optimized_metric=benchmark/shapes_pope/avg/accuracy``). Only the
 global-zero process generates (all processes hold the same weights), so other ranks wait for it.
@@ -13,7 +13,6 @@ import lightning as L
 import torch
 
 from mmpo.benchmarks.base import Benchmark, EvalItem
-from mmpo.generation import generate
 
 
 class BenchmarkCallback(L.Callback):
@@ -45,17 +44,7 @@ class BenchmarkCallback(L.Callback):
             self.log_metrics(trainer, self.evaluate(trainer, pl_module))
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        datamodule = trainer.datamodule
-        outputs = generate(
-            pl_module.policy,
-            datamodule.processor,
-            datamodule.family,
-            self.items,
-            self.benchmark.generation,
-            self.batch_size,
-            progress=False,
-        )
-        metrics, _ = self.benchmark.score(self.items, outputs)
+        metrics, _ = self.benchmark.run(pl_module.evaluation_handle(self.batch_size), self.items)
         return {f"benchmark/{self.name}/{key}": float(value) for key, value in metrics.items()}
 
     def log_metrics(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:

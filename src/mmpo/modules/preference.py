@@ -1,69 +1,214 @@
-"""The generative preference module: one batched policy forward, one reference pass, a pure loss."""
+"""The generative preference module: one batched policy forward, one reference pass, a pure loss.
+
+Trains a VLM ``policy`` on a :class:`~mmpo.losses.Loss` over the branches the loss declares. Logged
+(``train/`` and ``val/`` prefixes, ``sync_dist`` so DDP reports global numbers): ``loss``, each term
+``loss/<term>``, the loss's own metrics (per-branch log-probs, rewards, margins, accuracies and image
+reliance, :mod:`mmpo.losses.metrics`) and the response tokens per sample. With a negative sampler configured,
+validation also scores the chosen response under the first negative image, so every run (DPO included)
+reports image reliance on held-out pairs.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
-import lightning as L
 import torch
 from omegaconf import DictConfig
-from transformers import get_scheduler
 
+from mmpo.branches import CHOSEN_NEGATIVE, Branch
+from mmpo.data.datamodule import data_problems
+from mmpo.data.examples import draws_per_epoch
 from mmpo.data.rows import PreferenceBatch
-from mmpo.engine.forward import branch_logps, resolve_mode
-from mmpo.engine.reference import Reference
+from mmpo.engine.forward import branch_logps, engine_problems, resolve_mode
+from mmpo.engine.reference import build_reference, reference_problems
 from mmpo.engine.vision import ImageFeatures
-from mmpo.losses import PreferenceLoss, preference_metrics
+from mmpo.generation import Generator
+from mmpo.losses import Loss, LossInputs, Requirements, build_loss
+from mmpo.models.loading import load_model, model_problems
+from mmpo.modules.base import TrainingModule, build_from, finite_trainable_weights, optim_problems
+from mmpo.negatives import NegativeSampler, build_negative_sampler, sampler_options
+
+SAMPLER_KEYS = {"train": "negative_sampler", "val": "val_negative_sampler"}
+"""The config node of each split's sampler; validation falls back to training's."""
 
 
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss, gradient or weight: training stops before anything non-finite is saved."""
+@dataclass
+class DataPlan:
+    """What a run's data will hold, known before anything loads: the branches and the sampler of each
+    split, from the loss's requirements and the sampler configs."""
+
+    loss_name: str
+    requirements: Requirements
+    branches: dict[str, list[Branch]]
+    samplers: dict[str, NegativeSampler | None]
+
+    def epoch_dependent(self, split: str, branch: Branch) -> bool:
+        return draws_per_epoch(branch, self.samplers[split])
 
 
-class PreferenceModule(L.LightningModule):
-    """Trains ``policy`` on ``loss`` over the branches the loss declares.
+def loss_name(cfg: DictConfig) -> str:
+    """The loss's option name (``loss=<name>``): its config file's name, written nowhere else."""
+    return (cfg.get("choices") or {}).get("loss") or str(cfg.loss.get("_target_", "?")).rsplit(".", 1)[-1]
 
-    Logged (train/ and val/ prefixes): ``loss``, each term ``loss/<term>``, and per-branch log-probs,
-    rewards, margins, accuracies and image-reliance metrics (:mod:`mmpo.losses.metrics`), all with
-    ``sync_dist`` so DDP reports global numbers.
-    """
+
+def plan(cfg: DictConfig, requirements: Requirements) -> DataPlan:
+    """The data plan of ``cfg``; a sampler config that does not build raises ``ValueError`` naming it."""
+    samplers: dict[str, NegativeSampler | None] = {}
+    for split, key in SAMPLER_KEYS.items():
+        try:
+            samplers[split] = build_negative_sampler(cfg.get(key))
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from None
+    samplers["val"] = samplers["val"] or samplers["train"]
+    val = list(requirements.branches)
+    if samplers["val"] is not None and CHOSEN_NEGATIVE not in val:
+        val.append(CHOSEN_NEGATIVE)  # image-reliance diagnostics on held-out pairs
+    return DataPlan(
+        loss_name(cfg), requirements, {"train": list(requirements.branches), "val": val}, samplers
+    )
+
+
+def requirement_problems(cfg: DictConfig, plan: DataPlan) -> list[str]:
+    """Whether the data can give the loss what its requirements ask for."""
+    need = plan.requirements.negatives
+    if not need:
+        return []
+    if cfg.data.image == "none":
+        return [
+            f"loss={plan.loss_name} contrasts the image with {need} negative one(s); it cannot run with data.image=none"
+        ]
+    if plan.samplers["train"] is None:
+        return [
+            f"loss={plan.loss_name} needs {need} negative image(s) per record; negative_sampler allowed: "
+            f"{sampler_options()}"
+        ]
+    return []
+
+
+class PreferenceModule(TrainingModule):
+    kind = "preference"
+    benchmark_kinds = ("generative",)
+    summary_metrics = (
+        "train/loss_epoch",
+        "val/loss",
+        "val/rewards/accuracies",
+        "val/rewards/margins",
+        "val/image_reliance/accuracy",
+    )
 
     def __init__(
         self,
         policy: torch.nn.Module,
-        loss: PreferenceLoss,
-        reference: str | Mapping,
-        optim: DictConfig,
-        engine_mode: str = "batched",
+        loss: Loss,
+        reference: DictConfig | dict,
+        optim,
+        engine_mode="auto",
+        processor=None,
+        family=None,
     ):
-        super().__init__()
+        super().__init__(optim)
         self.policy = policy
         self.loss_fn = loss
-        self.optim = optim
         self.engine_mode = engine_mode
-        options = {"strategy": reference} if isinstance(reference, str) else dict(reference)
-        strategy = options["strategy"] if loss.needs_reference else "none"
-        self.reference = Reference(strategy, policy, engine_mode, options.get("on_missing", "fill"))
+        self.processor, self.family = processor, family
+        self.reference = build_reference(reference, policy, engine_mode, loss.requirements.reference)
         self.dropped: Counter[str] = Counter()
-        self.batch_ids: list[str] = []
-        self.validated_at_step: int | None = None
+
+    # ---- the contract ----------------------------------------------------------------------------------
+    @classmethod
+    def problems(cls, cfg: DictConfig) -> list[str]:
+        problems = model_problems(cfg.model) + data_problems(cfg.data)
+        problems += engine_problems(cfg.engine, cfg.model) + optim_problems(cfg.optim)
+        try:
+            requirements = build_loss(cfg.loss).requirements
+        except Exception as error:  # noqa: BLE001 - reported with the key
+            return [*problems, f"loss={loss_name(cfg)}: {getattr(error, '__cause__', None) or error}"]
+        if requirements.module != cls.kind:
+            return [
+                *problems,
+                f"loss={loss_name(cfg)} trains a {requirements.module!r} module; module={cls.kind} cannot",
+            ]
+        try:
+            data = plan(cfg, requirements)
+        except ValueError as error:
+            return [*problems, str(error)]
+        return problems + requirement_problems(cfg, data) + reference_problems(cfg, data)
+
+    @classmethod
+    def build(cls, cfg: DictConfig) -> tuple[PreferenceModule, object]:
+        loss = build_loss(cfg.loss)
+        data = plan(cfg, loss.requirements)
+        policy, processor, family = load_model(cfg.model)
+        datamodule = build_from(
+            cfg.module.datamodule,
+            cfg=cfg.data,
+            processor=processor,
+            family=family,
+            branches=data.branches,
+            samplers=data.samplers,
+            seed=cfg.seed,
+        )
+        return cls(policy, loss, cfg.reference, cfg.optim, cfg.engine.mode, processor, family), datamodule
+
+    def describe(self) -> dict[str, str]:
+        mode = resolve_mode(self.engine_mode, self.policy)
+        return {
+            "engine": mode if mode == self.engine_mode else f"{mode} (engine.mode={self.engine_mode})",
+            "reference": self.reference.name,
+            **super().describe(),
+        }
+
+    def save(self, out: Path, datamodule) -> None:
+        """LoRA policies save their adapter in peft format, others their full weights; both with the
+        processor. Non-finite trainable weights are never saved."""
+        if not finite_trainable_weights(self.policy):
+            self.diverged("a trainable weight is non-finite")
+        target = out / ("adapter" if hasattr(self.policy, "peft_config") else "model")
+        self.policy.save_pretrained(target)
+        self.processor.save_pretrained(target)
+        datamodule.write_report(out, self.dropped)
+
+    @classmethod
+    def load_for_evaluation(cls, cfg: DictConfig, trained, device: torch.device) -> Generator:
+        from mmpo.checkpoint import load_run, load_untrained
+
+        if trained is None:
+            model, processor, family = load_untrained(cfg.model)
+        else:
+            model, processor, family = load_run(trained, merge=cfg.get("merge_adapter", False))
+        return Generator(
+            model.to(device), processor, family, cfg.get("batch_size", 16), cfg.get("progress", True)
+        )
+
+    def evaluation_handle(self, batch_size: int, progress: bool = False) -> Generator:
+        return Generator(self.policy, self.processor, self.family, batch_size, progress)
 
     # ---- one step ----------------------------------------------------------------------------------
-    def _step(self, batch: PreferenceBatch, stage: str) -> torch.Tensor | None:
-        self.dropped.update(batch.dropped)
-        if len(batch) == 0:
-            return None
+    def compute(self, batch: PreferenceBatch, stage: str):
+        """``(loss output, response-token metric)`` of one batch: the policy forward with grad, the
+        reference pass or look-up, the loss (used by the steps and by ``scripts/bench_step.py``)."""
         self.batch_ids = batch.ids
         features = ImageFeatures.for_step(self.policy)  # each image encoded once, for policy and reference
         policy, counts = branch_logps(self.policy, batch, self.engine_mode, features)
         reference = self.reference.logps(self.policy, batch, features, stage)
-        out = self.loss_fn(policy, reference, counts)
+        out = self.loss_fn(policy, reference, LossInputs(counts, batch.negative_log_q))
         if stage == "train" and not torch.isfinite(out.loss):
-            self._diverged(f"the loss is {out.loss.item()}", policy, reference)
-        metrics = {f"loss/{k}": v for k, v in out.terms.items()}
-        metrics.update(preference_metrics(policy, reference, self.loss_fn.beta))
-        metrics["tokens/response"] = sum(c.float().mean() for c in counts.values())
+            tables = {"policy": policy, "reference": reference or {}}
+            broken = [f"{n} {b}" for n, t in tables.items() for b, v in t.items() if not v.isfinite().all()]
+            self.diverged(
+                f"the loss is {out.loss.item()}",
+                f" (non-finite log-probs: {', '.join(broken)})" if broken else "",
+            )
+        return out, sum(c.float().mean() for c in counts.values())
+
+    def _step(self, batch: PreferenceBatch, stage: str) -> torch.Tensor | None:
+        self.dropped.update(batch.dropped)
+        if len(batch) == 0:
+            return None
+        out, tokens = self.compute(batch, stage)
+        metrics = {**{f"loss/{k}": v for k, v in out.terms.items()}, **out.metrics, "tokens/response": tokens}
         options = {"sync_dist": True, "batch_size": len(batch), "on_step": stage == "train", "on_epoch": True}
         self.log(f"{stage}/loss", out.loss.detach(), prog_bar=True, **options)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, **options)
@@ -74,43 +219,6 @@ class PreferenceModule(L.LightningModule):
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int):
         self._step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.validated_at_step = self.trainer.global_step
-
-    # ---- divergence: stop before a non-finite update is applied or saved ---------------------------
-    def _diverged(self, what: str, policy=None, reference=None) -> None:
-        tables = {"policy": policy or {}, "reference": reference or {}}
-        broken = [f"{name} {b}" for name, t in tables.items() for b, v in t.items() if not v.isfinite().all()]
-        where = f" (non-finite log-probs: {', '.join(broken)})" if broken else ""
-        raise TrainingDiverged(
-            f"training diverged at step {self.trainer.global_step}: {what} for the batch of records "
-            f"{self.batch_ids}{where}. Nothing non-finite was saved; lower optim.lr or the loss's beta, or "
-            "resume from the last checkpoint with ckpt_path=<run dir>."
-        )
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        if not torch.isfinite(norm):
-            self._diverged(f"the gradient norm is {norm.item()}")
-        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if not all(p.isfinite().all() for p in self.policy.parameters() if p.requires_grad):
-            self._diverged("a trainable weight is non-finite")
-
-    def describe(self) -> dict[str, str]:
-        """The resolved choices a run logs and summarises: engine mode, reference, trainable parameters."""
-        trainable = sum(p.numel() for p in self.policy.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.policy.parameters())
-        mode = resolve_mode(self.engine_mode, self.policy)
-        return {
-            "engine": mode if mode == self.engine_mode else f"{mode} (engine.mode={self.engine_mode})",
-            "reference": self.reference.strategy,
-            "trainable params": f"{trainable:,} / {total:,} ({100 * trainable / total:.2f}%)",
-        }
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -123,7 +231,8 @@ class PreferenceModule(L.LightningModule):
         self._start_epoch()
 
     def _start_epoch(self, resumed: bool = False) -> None:
-        """Seed the data with the epoch and, for reference=precomputed, fill or check its cache entries."""
+        """Seed the data with the epoch and let the reference prepare for it (reference=precomputed fills
+        or checks its cache entries)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             datamodule.set_epoch(self.current_epoch)
@@ -134,28 +243,3 @@ class PreferenceModule(L.LightningModule):
                 write=self.trainer.is_global_zero,
                 resumed=resumed,
             )
-
-    def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("no trainable parameters: enable model.lora or unfreeze part of the model")
-        optimizer = torch.optim.AdamW(
-            params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=tuple(self.optim.betas)
-        )
-        total = self.trainer.estimated_stepping_batches
-        scheduler = get_scheduler(
-            self.optim.scheduler,
-            optimizer,
-            num_warmup_steps=int(self.optim.warmup_ratio * total),
-            num_training_steps=total,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def state_dict(self, *args, **kwargs):
-        """Checkpoints hold the trainable weights only (LoRA adapters, unfrozen modules)."""
-        full = super().state_dict(*args, **kwargs)
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in full.items() if k in trainable}
-
-    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
-        return super().load_state_dict(state_dict, strict=False, **kwargs)

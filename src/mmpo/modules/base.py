@@ -1,0 +1,142 @@
+"""What a module kind gives ``train.py`` and ``evaluate.py``, and the parts of training every kind shares.
+
+``conf/module/<kind>.yaml`` names the LightningModule class (``_target_``); a loss's own config can select
+it (``defaults: [override /module@_global_.module: <kind>]``), so ``python train.py loss=<x>`` still reads
+like the experiment. ``train.py`` only calls what :class:`TrainingModule` declares:
+
+- ``problems(cfg)``: every start-up problem of the run, before any model loads (classmethod);
+- ``build(cfg)``: the module and its data module (classmethod);
+- ``describe()``: the choices a run logs and summarises; ``save(out, datamodule)``: what the run keeps;
+- ``load_for_evaluation(...)`` (classmethod) and ``evaluation_handle()``: the object benchmarks evaluate
+  (a text generator for generative modules, an encoder for embedding modules; ``benchmark_kinds``).
+
+Shared by every kind: AdamW on the trainable parameters with a warm-up schedule (``optim``), checkpoints of
+the trainable weights only, a stop before any non-finite gradient is applied or weight is saved, and the
+step of the last validation (``train.py`` validates at the end of fit when ``max_steps`` ended mid-epoch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from transformers import get_scheduler
+
+SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+"""``optim.scheduler``: the learning-rate schedule after the linear warm-up."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient or weight: training stops before anything non-finite is saved."""
+
+
+def build_from(node: DictConfig, **objects: Any) -> Any:
+    """``node._target_(**node's other keys, **objects)``: Hydra's ``instantiate`` would turn the live
+    objects (processor, family, samplers) into configs on the way."""
+    from hydra.utils import get_class
+
+    params = {k: v for k, v in node.items() if k != "_target_"}
+    return get_class(node._target_)(**params, **objects)
+
+
+def optim_problems(optim: DictConfig) -> list[str]:
+    if optim.scheduler not in SCHEDULERS:
+        return [f"optim.scheduler={optim.scheduler!r}; allowed: {list(SCHEDULERS)}"]
+    return []
+
+
+class TrainingModule(L.LightningModule):
+    """Base class of the module kinds (module docstring)."""
+
+    kind: ClassVar[str]
+    benchmark_kinds: ClassVar[tuple[str, ...]] = ()
+    summary_metrics: ClassVar[tuple[str, ...]] = ("train/loss_epoch", "val/loss")
+
+    def __init__(self, optim: DictConfig | dict):
+        super().__init__()
+        self.optim = optim
+        self.batch_ids: list[str] = []
+        """The record ids of the batch being trained on (named when training diverges)."""
+        self.validated_at_step: int | None = None
+
+    # ---- the contract ----------------------------------------------------------------------------------
+    @classmethod
+    def problems(cls, cfg: DictConfig) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, cfg: DictConfig) -> tuple[TrainingModule, L.LightningDataModule]:
+        raise NotImplementedError
+
+    def save(self, out: Path, datamodule: L.LightningDataModule) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load_for_evaluation(cls, cfg: DictConfig, trained, device: torch.device) -> Any:
+        """The evaluation handle of a finished run (``trained``: :class:`~mmpo.checkpoint.TrainedRun`), or
+        of the ``model`` of ``cfg`` untrained when ``trained`` is None."""
+        raise NotImplementedError
+
+    def evaluation_handle(self, batch_size: int, progress: bool = False) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, str]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return {"trainable params": f"{trainable:,} / {total:,} ({100 * trainable / max(total, 1):.2f}%)"}
+
+    # ---- divergence: stop before a non-finite update is applied or saved ---------------------------
+    def diverged(self, what: str, detail: str = "") -> None:
+        raise TrainingDiverged(
+            f"training diverged at step {self.trainer.global_step}: {what} for the batch of records "
+            f"{self.batch_ids}{detail}. Nothing non-finite was saved; lower optim.lr or the loss's beta, or "
+            "resume from the last checkpoint with ckpt_path=<run dir>."
+        )
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        if not torch.isfinite(norm):
+            self.diverged(f"the gradient norm is {norm.item()}")
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if not finite_trainable_weights(self):
+            self.diverged("a trainable weight is non-finite")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.validated_at_step = self.trainer.global_step
+
+    # ---- optimisation and checkpoints ------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: enable model.lora or unfreeze part of the model")
+        optimizer = torch.optim.AdamW(
+            params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=tuple(self.optim.betas)
+        )
+        total = self.trainer.estimated_stepping_batches
+        scheduler = get_scheduler(
+            self.optim.scheduler,
+            optimizer,
+            num_warmup_steps=int(self.optim.warmup_ratio * total),
+            num_training_steps=total,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def state_dict(self, *args, **kwargs):
+        """Checkpoints hold the trainable weights only (LoRA adapters, unfrozen modules)."""
+        full = super().state_dict(*args, **kwargs)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in full.items() if k in trainable}
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        return super().load_state_dict(state_dict, strict=False, **kwargs)
+
+
+def finite_trainable_weights(module: torch.nn.Module) -> bool:
+    return all(p.isfinite().all() for p in module.parameters() if p.requires_grad)
