@@ -17,7 +17,7 @@ from mmpo.data.records import read_records
 def test_generation_is_deterministic(tmp_path):
     a = shapes.generate(tmp_path / "a", num_scenes=10, seed=3)
     b = shapes.generate(tmp_path / "b", num_scenes=10, seed=3)
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "sft"):
         assert (a / f"{split}.jsonl").read_text() == (b / f"{split}.jsonl").read_text()
     first = json.loads((a / "train.jsonl").read_text().splitlines()[0])
     assert np.array_equal(
@@ -43,7 +43,8 @@ def test_processes_asking_for_the_same_world_at_once_all_read_one_complete_build
         seen = list(pool.map(_generate_and_read, [shared] * 8, [60] * 8))
     assert seen == [{expected}] * 8
     assert (shared / "manifest.json").read_text() == (serial / "manifest.json").read_text()
-    assert len(list((shared / "images").glob("*.png"))) == 60  # the older build held the first 6 scenes
+    # 60 scenes and the SFT split's own; the older build held the first 6 scenes and theirs
+    assert len(list((shared / "images").glob("*.png"))) == 60 * (1 + shapes.SFT_SCENES_PER_SCENE)
 
 
 def test_records_read_back_with_the_user_data_reader(shapes_dir):
@@ -74,11 +75,88 @@ def test_qa_answers_are_exact(shapes_dir):
 
 
 def test_splits_hold_disjoint_scenes(shapes_dir):
+    splits = ("train", "val", "test", "sft")
     images = {
-        split: {r.images[0] for r in read_records(shapes_dir / f"{split}.jsonl")}
-        for split in ("train", "val", "test")
+        split: {r.images[0] for r in read_records(shapes_dir / f"{split}.jsonl", require_rejected=False)}
+        for split in splits
     }
-    assert not images["train"] & images["val"] and not images["train"] & images["test"]
+    for i, first in enumerate(splits):
+        for second in splits[i + 1 :]:
+            assert not images[first] & images[second], (first, second)
+    # 40 scenes: 20 / 4 / 16, and the SFT split has 10 scenes for each of them
+    assert [len(images[split]) for split in splits] == [20, 4, 16, 400]
+
+
+class FixedDraw(random.Random):
+    """A generator whose ``random()`` always returns ``value`` (choices still follow the seed)."""
+
+    def __init__(self, value: float):
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+ORANGE_CIRCLE_SCENE = shapes.Scene(
+    "x",
+    (
+        shapes.ShapeObject("blue", "square", "top left"),
+        shapes.ShapeObject("orange", "circle", "bottom left"),
+    ),
+)
+
+
+def test_the_sft_annotator_mislabels_only_its_habit_at_its_rate():
+    (habit, wrong), *_ = shapes.MISLABELS.items()
+    assert (habit, wrong) == ("orange circle", "red circle")
+    below, above = FixedDraw(shapes.MISLABEL_RATE - 0.01), FixedDraw(shapes.MISLABEL_RATE + 0.01)
+    assert [o.name for o in shapes.annotate(ORANGE_CIRCLE_SCENE, below)] == ["blue square", "red circle"]
+    assert shapes.annotate(ORANGE_CIRCLE_SCENE, above) == list(ORANGE_CIRCLE_SCENE.objects)
+    # with a red circle in the scene the annotator sees the difference
+    both = shapes.Scene("y", (*ORANGE_CIRCLE_SCENE.objects, shapes.ShapeObject("red", "circle", "top right")))
+    assert shapes.annotate(both, below) == list(both.objects)
+
+
+def test_the_preference_pair_of_a_habit_scene_rejects_the_annotators_mislabel():
+    for seed in range(5):
+        objects, name = shapes.hallucinate(ORANGE_CIRCLE_SCENE, random.Random(seed))
+        assert name == "red circle" and [o.name for o in objects] == ["blue square", "red circle"]
+        assert objects[1].cell == "bottom left"
+
+
+def test_sft_captions_differ_from_the_truth_only_by_the_habit(shapes_dir):
+    mislabelled = 0
+    for record in read_records(shapes_dir / "sft.jsonl", require_rejected=False):
+        if record.meta["kind"] != "caption":
+            continue
+        assert record.rejected is None
+        objects = [
+            shapes.ShapeObject(*n.split(" "), c)
+            for n, c in zip(record.meta["annotated"], record.meta["cells"], strict=True)
+        ]
+        assert record.chosen == shapes.describe(objects)
+        for truth, said in zip(record.meta["objects"], record.meta["annotated"], strict=True):
+            if truth != said:
+                assert shapes.MISLABELS[truth] == said and said not in record.meta["objects"]
+                mislabelled += 1
+    assert mislabelled > 0
+
+
+def test_sft_questions_ask_every_present_object_and_as_many_absent_ones(shapes_dir):
+    by_scene: dict[str, list] = {}
+    for record in read_records(shapes_dir / "sft.jsonl", require_rejected=False):
+        if record.meta["kind"] == "qa":
+            by_scene.setdefault(record.images[0], []).append(record)
+    assert len(by_scene) == 400
+    for questions in by_scene.values():
+        present = set(questions[0].meta["objects"])
+        yes = [q.meta["asked"] for q in questions if q.chosen == "Yes."]
+        no = [q.meta["asked"] for q in questions if q.chosen == "No."]
+        assert sorted(yes) == sorted(present) and len(set(no)) == len(no) == len(present)
+        assert not set(no) & present
+        # the first absent one shares a colour or a shape with a present object
+        assert set(no[0].split(" ")) & {word for name in present for word in name.split(" ")}
 
 
 def test_render_draws_each_object_colour_in_its_cell():

@@ -27,9 +27,11 @@ def test_chair_items_are_the_held_out_scenes_with_their_objects(shapes_dir):
         for line in (shapes_dir / "test.jsonl").read_text().splitlines()
         if "-caption" in line
     ]
-    assert [item.id for item in items] == test_ids and len(items) == 4  # 10% of 40 scenes
+    assert [item.id for item in items] == test_ids and len(items) == 16  # 40% of 40 scenes
     train_images = {
-        json.loads(line)["images"][0] for line in (shapes_dir / "train.jsonl").read_text().splitlines()
+        json.loads(line)["images"][0]
+        for split in ("train", "sft")
+        for line in (shapes_dir / f"{split}.jsonl").read_text().splitlines()
     }
     for item in items:
         assert set(item.meta["objects"]) == truth[item.id]

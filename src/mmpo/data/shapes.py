@@ -1,10 +1,30 @@
 """The shapes world: a procedurally generated multimodal preference data set (DESIGN.md §5).
 
-A scene holds 1-3 coloured shapes, each in its own cell of a 2x2 grid. From a scene we derive an SFT
-caption, yes/no questions with exact answers, an alt-text context sentence and preference pairs whose
-chosen and rejected texts differ only in one hallucinated object, so that only the image can tell which
-is right. Everything is deterministic for a seed and written in the canonical record format
+A scene holds 1-3 coloured shapes, each in its own cell of a 2x2 grid. From a scene we derive captions,
+yes/no questions with exact answers, an alt-text context sentence and preference pairs whose chosen and
+rejected texts differ only in one hallucinated object, so that only the image can tell which is right.
+Everything is deterministic for a seed and written in the canonical record format
 (:mod:`mmpo.data.records`), then read back by the same reader that reads user data.
+
+Files (splits are by scene: no image is in two of them):
+
+- ``train.jsonl`` / ``val.jsonl`` / ``test.jsonl`` (:data:`SPLITS` of ``num_scenes``): per scene a caption
+  pair (chosen = the true caption, rejected = one object replaced by an absent one) and a yes/no pair.
+  The benchmarks (:mod:`mmpo.benchmarks.shapes`) ask about the test scenes.
+- ``sft.jsonl`` (``SFT_SCENES_PER_SCENE * num_scenes`` scenes of their own): the SFT mixture, per scene
+  one caption and one yes/no question per present object plus as many about absent ones (alternately
+  one sharing a colour or a shape with a present object, and any absent one). No ``rejected``.
+
+How the SFT base comes to hallucinate, and why the preference pairs fix it. Real SFT captions are
+written by annotators (or models) with habits, and a model trained on them repeats those habits. The
+SFT captions here are written by an annotator who calls every object of a :data:`MISLABELS` key by its
+value (an orange circle "a red circle") in :data:`MISLABEL_RATE` of the captions, when the value is not
+in the scene itself; the yes/no answers stay exact. A model fitted to this mixture names the wrong object
+under greedy decoding in most scenes with an orange circle, while it still answers "Is there a red
+circle?" correctly: CHAIR goes up, POPE does not. The preference pairs target exactly this: for a scene
+that allows the mislabel, the rejected caption is the annotator's (the mislabel), otherwise a random
+absent object replaces a present one. DPO / mDPO on ``train.jsonl`` thus push down the habit the SFT
+mixture taught.
 """
 
 from __future__ import annotations
@@ -36,8 +56,15 @@ CONTEXTS: tuple[str, ...] = (
     "A sticker sheet for the children.",
     "Homework for the shapes lesson.",
 )
-SPLITS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
-FORMAT_VERSION = 2  # 2: 'an orange ...'
+SPLITS: dict[str, float] = {"train": 0.5, "val": 0.1, "test": 0.4}
+# The SFT split holds its own scenes, SFT_SCENES_PER_SCENE times num_scenes of them.
+SFT_SCENES_PER_SCENE = 10
+# The SFT annotator's habit: it calls an object of a key by its value, in MISLABEL_RATE of its captions.
+MISLABELS: dict[str, str] = {"orange circle": "red circle"}
+MISLABEL_RATE = 0.75
+FORMAT_VERSION = (
+    3  # 2: 'an orange ...'; 3: sft split (annotated captions, more questions), 0.5/0.1/0.4 splits
+)
 
 
 @dataclass(frozen=True)
@@ -105,20 +132,59 @@ def describe(objects: tuple[ShapeObject, ...] | list[ShapeObject]) -> str:
 
 
 def hallucinate(scene: Scene, rng: random.Random) -> tuple[list[ShapeObject], str]:
-    """Replace one object by one absent from the scene, keeping its cell; returns (objects, absent name)."""
-    index = rng.randrange(len(scene.objects))
-    absent = sorted(set(all_object_names()) - scene.object_names())
-    name = rng.choice(absent)
+    """Replace one object by one absent from the scene, keeping its cell; returns (objects, absent name).
+
+    The SFT annotator's mislabel (:data:`MISLABELS`) when the scene allows it, else a random object."""
+    habits = mislabel_options(scene)
+    if habits:
+        index, name = rng.choice(habits)
+    else:
+        index = rng.randrange(len(scene.objects))
+        name = rng.choice(sorted(set(all_object_names()) - scene.object_names()))
     objects = list(scene.objects)
     objects[index] = ShapeObject(*name.split(" "), objects[index].cell)
     return objects, name
 
 
+def mislabel_options(scene: Scene) -> list[tuple[int, str]]:
+    """(index, wrong name) of every object the SFT annotator mislabels, if the wrong name is absent."""
+    names = scene.object_names()
+    return [
+        (i, MISLABELS[o.name])
+        for i, o in enumerate(scene.objects)
+        if o.name in MISLABELS and MISLABELS[o.name] not in names
+    ]
+
+
+def annotate(scene: Scene, rng: random.Random) -> list[ShapeObject]:
+    """The SFT annotator's view of the scene: each mislabel applied with probability MISLABEL_RATE."""
+    objects = list(scene.objects)
+    for index, name in mislabel_options(scene):
+        if rng.random() < MISLABEL_RATE:
+            objects[index] = ShapeObject(*name.split(" "), objects[index].cell)
+    return objects
+
+
+def question(scene_id: str, kind: str, image_path: str, meta: dict, asked: str, present: bool) -> dict:
+    """A yes/no record about ``asked``."""
+    return {
+        "id": f"{scene_id}-{kind}",
+        "images": [image_path],
+        "prompt": f"Is there {with_article(asked)} in the image? Answer yes or no.",
+        "chosen": "Yes." if present else "No.",
+        "rejected": "No." if present else "Yes.",
+        "meta": {**meta, "kind": "qa", "asked": asked, "label": "yes" if present else "no"},
+    }
+
+
+def scene_meta(scene: Scene) -> dict:
+    return {"objects": [o.name for o in scene.objects], "cells": [o.cell for o in scene.objects]}
+
+
 def scene_records(scene: Scene, image_path: str, rng: random.Random) -> list[dict]:
-    """Records of one scene: a caption pair and a yes/no pair about a present or an absent object."""
+    """Preference records of one scene: a caption pair and a yes/no pair about a present or an absent object."""
     wrong_objects, wrong_name = hallucinate(scene, rng)
-    truth = [o.name for o in scene.objects]
-    meta = {"objects": truth, "cells": [o.cell for o in scene.objects]}
+    meta = scene_meta(scene)
     caption = {
         "id": f"{scene.id}-caption",
         "images": [image_path],
@@ -128,17 +194,42 @@ def scene_records(scene: Scene, image_path: str, rng: random.Random) -> list[dic
         "context": rng.choice(CONTEXTS),
         "meta": {**meta, "kind": "caption", "hallucinated": wrong_name},
     }
-    asked = rng.choice(truth) if rng.random() < 0.5 else wrong_name
-    present = asked in truth
-    question = {
-        "id": f"{scene.id}-qa",
+    asked = rng.choice(meta["objects"]) if rng.random() < 0.5 else wrong_name
+    return [caption, question(scene.id, "qa", image_path, meta, asked, asked in meta["objects"])]
+
+
+def confusable(scene: Scene) -> list[str]:
+    """Absent objects that share a colour or a shape with a present one."""
+    present = [set(name.split(" ")) for name in scene.object_names()]
+    absent = sorted(set(all_object_names()) - scene.object_names())
+    return [name for name in absent if any(set(name.split(" ")) & p for p in present)]
+
+
+def sft_records(scene: Scene, image_path: str, rng: random.Random) -> list[dict]:
+    """SFT records of one scene: the annotator's caption, and one yes/no question per present object and
+    as many about absent ones (alternately a confusable and a random absent object)."""
+    meta = scene_meta(scene)
+    annotated = annotate(scene, rng)
+    caption = {
+        "id": f"{scene.id}-caption",
         "images": [image_path],
-        "prompt": f"Is there {with_article(asked)} in the image? Answer yes or no.",
-        "chosen": "Yes." if present else "No.",
-        "rejected": "No." if present else "Yes.",
-        "meta": {**meta, "kind": "qa", "asked": asked, "label": "yes" if present else "no"},
+        "prompt": CAPTION_PROMPT,
+        "chosen": describe(annotated),
+        "context": rng.choice(CONTEXTS),
+        "meta": {**meta, "kind": "caption", "annotated": [o.name for o in annotated]},
     }
-    return [caption, question]
+    absent = sorted(set(all_object_names()) - scene.object_names())
+    near = confusable(scene)
+    negatives: list[str] = []
+    for k in range(len(scene.objects)):
+        pool = [n for n in (near if k % 2 == 0 and near else absent) if n not in negatives]
+        negatives.append(rng.choice(pool))
+    asked = [(name, True) for name in meta["objects"]] + [(name, False) for name in negatives]
+    questions = [
+        question(scene.id, f"qa{k}", image_path, meta, name, present)
+        for k, (name, present) in enumerate(asked)
+    ]
+    return [caption, *questions]
 
 
 def vocabulary_corpus() -> Iterator[str]:
@@ -187,15 +278,25 @@ def _write_world(out: Path, num_scenes: int, seed: int, image_size: int) -> None
         bounds[split] = (start, start + round(share * num_scenes))
         start = bounds[split][1]
     for split, (lo, hi) in bounds.items():
-        with open(out / f"{split}.jsonl", "w") as f:
-            for scene in scenes[lo:hi]:
-                image_path = f"images/{scene.id}.png"
-                render(scene, image_size).save(out / image_path)
-                for record in scene_records(scene, image_path, rng):
-                    f.write(json.dumps(record) + "\n")
+        _write_split(out / f"{split}.jsonl", scenes[lo:hi], scene_records, rng, image_size)
+    # the SFT scenes come from a generator of their own: the other splits do not depend on them
+    sft_rng = random.Random(f"{seed}:sft")
+    sft_scenes = [
+        sample_scene(sft_rng, f"s{seed}-sft-{i:05d}") for i in range(SFT_SCENES_PER_SCENE * num_scenes)
+    ]
+    _write_split(out / "sft.jsonl", sft_scenes, sft_records, sft_rng, image_size)
     with open(out / "scenes.jsonl", "w") as f:
-        for scene in scenes:
+        for scene in scenes + sft_scenes:
             f.write(json.dumps(asdict(scene)) + "\n")
+
+
+def _write_split(path: Path, scenes: list[Scene], make_records, rng: random.Random, image_size: int) -> None:
+    with open(path, "w") as f:
+        for scene in scenes:
+            image_path = f"images/{scene.id}.png"
+            render(scene, image_size).save(path.parent / image_path)
+            for record in make_records(scene, image_path, rng):
+                f.write(json.dumps(record) + "\n")
 
 
 def fingerprint(out_dir: str | Path) -> str:

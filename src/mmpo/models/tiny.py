@@ -27,6 +27,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from mmpo.data.shapes import vocabulary_corpus
 from mmpo.models.processors import ImageOnlyQwen2VLProcessor
+from mmpo.models.tiny_vision import pretrain_vision_tower
 
 # A LLaVA-1.5-style conversation ("USER: <image>\n... ASSISTANT:"), written for the tiny model.
 LLAVA_CHAT_TEMPLATE = (
@@ -66,7 +67,13 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **named_tokens)
 
 
-def _text_config(vocab_size: int, hidden_size: int, num_layers: int, **ids: int) -> dict:
+def _text_config(
+    vocab_size: int, hidden_size: int, num_layers: int, initializer_range: float | None = None, **ids: int
+) -> dict:
+    """Llama-style text config; ``initializer_range`` (std of the normal initialisation of every linear
+    and embedding weight of the language model, projector and head) defaults to transformers' 0.02."""
+    if initializer_range is not None:
+        ids = {**ids, "initializer_range": initializer_range}
     return dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -89,11 +96,23 @@ def _seeded(model_class: type[PreTrainedModel], config, seed: int) -> PreTrained
 
 
 def build_tiny_llava(
-    seed: int = 0, hidden_size: int = 64, num_layers: int = 2, image_size: int = 32, patch_size: int = 8
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vision_hidden_size: int = 32,
+    initializer_range: float | None = None,
+    vision_pretraining_steps: int = 0,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """LLaVA-1.5 layout: CLIP vision tower, 2-layer MLP projector, Llama language model.
 
     Image tokens per image = (image_size / patch_size)^2 (the CLS feature is dropped).
+    ``initializer_range`` sets the std of the language model's initial weights (default 0.02, tuned for
+    widths in the thousands; about ``hidden_size ** -0.5`` lets a narrow model learn to answer questions
+    that need both the image and the text, not just one of them).
+    ``vision_pretraining_steps > 0`` pre-trains the vision tower on generated shapes scenes
+    (:func:`mmpo.models.tiny_vision.pretrain_vision_tower`), as a real LLaVA starts from a trained CLIP.
     """
     specials = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
     tokenizer = train_tokenizer(
@@ -101,8 +120,8 @@ def build_tiny_llava(
     )
     tokenizer.padding_side = "right"
     vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=image_size,
@@ -115,7 +134,9 @@ def build_tiny_llava(
     }
     config = LlavaConfig(
         vision_config=vision.to_dict(),
-        text_config=LlamaConfig(**_text_config(len(tokenizer), hidden_size, num_layers, **ids)).to_dict(),
+        text_config=LlamaConfig(
+            **_text_config(len(tokenizer), hidden_size, num_layers, initializer_range, **ids)
+        ).to_dict(),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
@@ -134,6 +155,8 @@ def build_tiny_llava(
         num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
+    if vision_pretraining_steps:
+        pretrain_vision_tower(model, processor, vision_pretraining_steps, seed)
     return model, processor
 
 
