@@ -130,7 +130,7 @@ def test_sft_captions_differ_from_the_truth_only_by_the_habit(shapes_dir):
     for record in read_records(shapes_dir / "sft.jsonl", require_rejected=False):
         if record.meta["kind"] != "caption":
             continue
-        assert record.rejected is None
+        assert record.rejected == []
         objects = [
             shapes.ShapeObject(*n.split(" "), c)
             for n, c in zip(record.meta["annotated"], record.meta["cells"], strict=True)
