@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install nltk-data train test test-full lint format clean bench demo eval sft-base \
+.PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
         repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo
 
 help: ## Show this help
@@ -35,6 +35,14 @@ $(NLTK_DATA_DIR)/.installed: scripts/install_nltk_data.py | $(VENV)/.installed
 	touch $@
 
 nltk-data: $(NLTK_DATA_DIR)/.installed ## Install the scorers' NLTK data offline (punkt_tab, tagger, WordNet)
+
+# Headless Chromium for the report pages' browser test (tests/reports/test_browser.py, skipped without it):
+# Debian's `chromium`, apt-get installed as root when no chromium is on PATH. .ci/run runs it before make test.
+chromium: ## Install Debian's chromium (root, apt-get) for the browser test of the HTML reports
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "chromium is missing: run as root, or: sudo apt-get install -y chromium" >&2; exit 1; fi; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 train: install ## Run the main job: python train.py (DPO, tiny LLaVA, shapes world, CPU); ARGS="loss=mdpo ..."
 	$(PY) train.py $(ARGS)

@@ -18,7 +18,8 @@ over the method's runs: ``m = Σ x_i / n`` and the sample standard deviation
 ``s = sqrt(Σ (x_i - m)^2 / (n - 1))`` (0 for n = 1); ``n`` is shown in its own column.
 
 Writes ``results.md``, ``results.csv`` (``method, n, <column>_mean, <column>_std, ...``) and
-``results.png`` (one panel per column, a bar per method with ±std error bars) under ``--out``. When
+``results.png`` (one panel per column on a grid of up to three per row, a horizontal bar per method
+with ±std error bars and its ``mean ± std``) under ``--out``. When
 any run was logged to wandb (it has a ``wandb/`` directory) the table is also logged as a
 ``wandb.Table`` in a ``results`` run (offline unless ``WANDB_MODE`` says otherwise).
 """
@@ -31,6 +32,7 @@ import glob
 import json
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -193,23 +195,54 @@ def csv_rows(table: Table) -> list[list[str | float | int]]:
     return rows
 
 
+CHART_COLUMNS = 3
+
+
+def chart_grid(panels: int) -> tuple[int, int]:
+    """(rows, columns) of the chart: one panel per metric, at most :data:`CHART_COLUMNS` per row."""
+    columns = max(1, min(CHART_COLUMNS, panels))
+    return math.ceil(panels / columns), columns
+
+
 def write_chart(table: Table, path: Path) -> None:
+    """One panel per metric on a grid: a horizontal bar per method (its name readable on the y axis)
+    at the mean, ±std error bars, and the ``mean ± std`` value beside it; unused panels hidden."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = list(table.rows)
-    figure, axes = plt.subplots(1, len(table.columns), figsize=(3.2 * len(table.columns), 3.6), squeeze=False)
-    for axis, column in zip(axes[0], table.columns, strict=True):
+    rows, columns = chart_grid(len(table.columns))
+    height = 0.9 + 0.35 * len(methods)
+    label_width = min(0.09 * max(len(m) for m in methods), 3.5)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(columns * (3.4 + label_width), rows * height), squeeze=False
+    )
+    positions = range(len(methods))
+    for axis, column in zip(axes.flat, table.columns, strict=False):
         cells = [table.rows[m].get(column) for m in methods]
         means = [c.mean if c else math.nan for c in cells]
         stds = [c.std if c else 0.0 for c in cells]
-        axis.bar(
-            range(len(methods)), means, yerr=stds, capsize=3, color=[f"C{i}" for i in range(len(methods))]
-        )
-        axis.set_title(column, fontsize=9)
-        axis.set_xticks(range(len(methods)), methods, rotation=35, ha="right", fontsize=7)
+        axis.barh(positions, means, xerr=stds, capsize=3, color=[f"C{i}" for i in positions])
+        for y, cell in zip(positions, cells, strict=True):
+            end = cell.mean + cell.std if cell and math.isfinite(cell.mean) else 0.0
+            axis.annotate(
+                cell_text(cell, 3),
+                (end, y),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        axis.margins(x=0.45)  # room for the value labels
+        axis.set_title("\n".join(textwrap.wrap(column, 40)), fontsize=9)
+        axis.set_yticks(list(positions), methods, fontsize=8)
+        axis.invert_yaxis()  # first method on top, as in the table
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="x", alpha=0.3)
+    for axis in list(axes.flat)[len(table.columns) :]:
+        axis.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

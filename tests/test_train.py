@@ -314,6 +314,9 @@ def test_benchmarks_after_training_write_the_evaluate_results_and_log_them(compo
     document = json.loads((out / "benchmarks" / "shapes_pope.json").read_text())
     assert document["model"]["run"] == str(out) and document["model"]["weights"] == "adapter"
     assert document["num_items"] == 6
+    # conf/eval.yaml's report settings apply here too: the page and sheet lie beside the results
+    assert (out / "benchmarks" / "shapes_pope.html").read_text().count("<figure") == 6
+    assert (out / "benchmarks" / "shapes_pope.png").is_file()
     for key, value in document["metrics"].items():
         assert logged(out, f"benchmark/shapes_pope/{key}") == [pytest.approx(value)]
 

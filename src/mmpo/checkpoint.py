@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from mmpo.models.families import Family
 from mmpo.models.loading import load_base, merge_init_weights
+from mmpo.provenance import sha256_file
 
 WEIGHT_DIRS = ("adapter", "model")
 HASHED_SUFFIXES = (".safetensors", ".bin", ".json")
@@ -106,7 +107,7 @@ def file_digests(directory: Path) -> dict[str, str]:
     """SHA-256 of the weight and config files under ``directory`` (:data:`HASHED_SUFFIXES`), keyed by
     relative path; model cards and other prose are left out."""
     return {
-        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        str(path.relative_to(directory)): sha256_file(path)
         for path in sorted(directory.rglob("*"))
         if path.is_file() and path.suffix in HASHED_SUFFIXES
     }

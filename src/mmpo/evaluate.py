@@ -17,8 +17,11 @@ model loads, so missing files fail in seconds.
 
 Results: ``<run>/benchmarks/<name>.json`` (with ``run=null``: the Hydra run directory, which also gets
 ``config.yaml``), holding ``benchmark``, ``metrics``, ``config`` (the benchmark's resolved config),
-``model`` (run, weights, merged, ``fingerprint``), ``decoding``, ``num_items``, ``seconds`` and
-``records`` (one per item, with the generated ``output`` and what the scorer read from it).
+``model`` (run, weights, merged, ``fingerprint``), ``decoding``, ``data`` (SHA-256 of the question
+files) and ``judge`` (:mod:`mmpo.provenance`), ``num_items``, ``seconds`` and ``records`` (one per
+item, with its ``image``, the generated ``output`` and what the scorer read from it). Beside it, with
+``report.enabled``: ``<name>.html`` and ``<name>.png`` of ``report.items`` sampled items
+(:mod:`mmpo.reports`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from mmpo.checkpoint import RunNotFound, TrainedRun, find_run, fingerprint
 from mmpo.config import CONF_DIR, ConfigError, module_class
 from mmpo.generation import decoding_settings
 from mmpo.models.loading import ModelPathError, model_problems
+from mmpo.provenance import data_provenance
+from mmpo.reports import report_problems, write_reports
 
 log = logging.getLogger("mmpo")
 
@@ -85,6 +90,7 @@ def startup(cfg: DictConfig) -> tuple[TrainedRun | None, type, dict[str, tuple[B
     kind = kind_of(cfg, trained)
     if not cfg.run:
         problems += model_problems(cfg.model)
+    problems += report_problems(report_settings(cfg))
     benchmarks = {}
     try:
         benchmarks = load_benchmarks(cfg, kind)
@@ -111,20 +117,29 @@ def result_document(
     benchmark: Benchmark,
     node: DictConfig,
     metrics: dict[str, float],
+    items: list[EvalItem],
     records: list[dict[str, Any]],
     model_info: dict[str, Any],
     seconds: float,
 ) -> dict[str, Any]:
+    images = {item.id: item.image for item in items}
     return {
         "benchmark": name,
         "metrics": metrics,
         "config": OmegaConf.to_container(node, resolve=True),
         "model": model_info,
         "decoding": decoding_settings(benchmark.generation),
+        "data": data_provenance(benchmark),
+        "judge": benchmark.judge_description(),
         "num_items": len(records),
         "seconds": round(seconds, 3),
-        "records": records,
+        "records": [{**record, "image": images.get(record["id"])} for record in records],
     }
+
+
+def report_settings(cfg: DictConfig) -> DictConfig:
+    """``cfg.report``; a config without one (train.py's evaluation after fit) gets ``conf/eval.yaml``'s."""
+    return cfg.get("report") or OmegaConf.load(CONF_DIR / "eval.yaml").report
 
 
 def results_dir(cfg: DictConfig, trained: TrainedRun | None) -> Path:
@@ -158,17 +173,20 @@ def run(
         "merged": bool(cfg.merge_adapter and trained and trained.weights == "adapter"),
         "fingerprint": fingerprint(model_cfg, trained),
     }
+    report = report_settings(cfg)
     results = {}
     for name, (benchmark, items) in loaded.items():
         torch.manual_seed(cfg.seed)
         start = time.time()
         metrics, records = benchmark.run(handle, items)
         document = result_document(
-            name, benchmark, cfg.benchmarks[name], metrics, records, model_info, time.time() - start
+            name, benchmark, cfg.benchmarks[name], metrics, items, records, model_info, time.time() - start
         )
         path = out / f"{name}.json"
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=1))
+        if report.enabled:
+            write_reports(document, out, report["items"], report.seed)
         log.info("%s: %s -> %s", name, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), path)
         results[name] = metrics
     return results

@@ -1,7 +1,7 @@
 """A stub OpenAI-compatible chat-completions server on 127.0.0.1 for the judge tests.
 
-It answers from a script of ``(status, content)`` pairs (HTTP 500 once the script is used up),
-records every request, serves from a daemon thread, and stops when the context manager exits or at
+It answers from a script of ``(status, content)`` pairs (HTTP 500 once the script is used up), naming
+``model`` as the served model in each reply when given, records every request, serves from a daemon thread, and stops when the context manager exits or at
 the latest after ``lifetime`` seconds; nothing leaves the loopback interface.
 """
 
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class StubChatServer:
     """A chat-completions stub: replies from a script of (status, content) and records every request."""
 
-    def __init__(self, script: list[tuple[int, str]]) -> None:
+    def __init__(self, script: list[tuple[int, str]], model: str | None = None) -> None:
         self.script = list(script)
         self.requests: list[dict] = []
         stub = self
@@ -26,9 +26,8 @@ class StubChatServer:
                 stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 status, content = stub.script.pop(0) if stub.script else (500, "script exhausted")
                 if status == 200:
-                    payload = json.dumps(
-                        {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
-                    )
+                    reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+                    payload = json.dumps({**reply, **({"model": model} if model else {})})
                 else:
                     payload = json.dumps({"error": {"message": content}})
                 data = payload.encode()
@@ -46,8 +45,10 @@ class StubChatServer:
 
 
 @contextmanager
-def stub_server(script: list[tuple[int, str]], lifetime: float = 30.0) -> Iterator[StubChatServer]:
-    stub = StubChatServer(script)
+def stub_server(
+    script: list[tuple[int, str]], lifetime: float = 30.0, model: str | None = None
+) -> Iterator[StubChatServer]:
+    stub = StubChatServer(script, model)
     thread = threading.Thread(target=stub.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     deadline = threading.Timer(lifetime, stub.server.shutdown)
     deadline.daemon = True

@@ -10,7 +10,9 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,31 @@ def write_alt_text(root: Path, subset: str, rows: Sequence[tuple[int, str]]) -> 
         )
     write_jsonl(root / f"{subset}_test.json", lines)
     return root
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_collectors: list[tuple[Path, set[str]]] = []
+
+
+def _record_open(event: str, args: tuple) -> None:
+    if event != "open" or not _collectors or not isinstance(args[0], (str, Path)):
+        return
+    path = Path(args[0]).resolve()
+    for root, opened in _collectors:
+        if path.is_relative_to(root) and path.suffix.lower() not in IMAGE_SUFFIXES:
+            opened.add(path.relative_to(root).as_posix())
+
+
+sys.addaudithook(_record_open)  # audit hooks stay for the process; it records only inside files_opened
+
+
+@contextmanager
+def files_opened(root: Path) -> Iterator[set[str]]:
+    """The files under ``root`` (relative names, images left out) that the code in the block opens."""
+    opened: set[str] = set()
+    entry = (Path(root).resolve(), opened)
+    _collectors.append(entry)
+    try:
+        yield opened
+    finally:
+        _collectors.remove(entry)

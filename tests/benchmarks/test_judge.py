@@ -1,5 +1,7 @@
 """Judge clients: the OpenAI-compatible client against a stub server on 127.0.0.1, and the local HF judge."""
 
+import hashlib
+
 import pytest
 
 from mmpo.benchmarks.judge import HFJudge, JudgeError, OpenAIJudge
@@ -24,8 +26,18 @@ def test_openai_judge_posts_chat_completion_and_returns_content(monkeypatch):
         "backend": "openai",
         "url": stub.base_url + "/chat/completions",
         "model": "judge-7b",
+        "served_model": None,  # the stub's replies name no model
         "temperature": 0.0,
     }
+
+
+def test_openai_judge_records_the_model_the_server_says_it_ran():
+    with stub_server([(200, "Rating: 3"), (200, "Rating: 5")], model="judge-7b-2024-06-01") as stub:
+        judge = OpenAIJudge(stub.base_url, model="judge-7b", timeout=5)
+        assert judge.describe()["served_model"] is None  # nothing answered yet
+        judge("x")
+        judge("y")
+    assert judge.describe()["served_model"] == "judge-7b-2024-06-01"
 
 
 def test_openai_judge_sends_no_key_when_the_variable_is_unset(monkeypatch):
@@ -89,7 +101,11 @@ def test_hf_judge_loads_lazily_and_returns_only_new_tokens(tmp_path):
     judge = HFJudge(str(tmp_path), max_new_tokens=3)
     assert "_model_and_tokenizer" not in judge.__dict__  # nothing loaded yet
     assert judge("grade this") == "ok ok ok"  # the prompt is not echoed
-    assert judge.describe()["backend"] == "hf"
+    description = judge.describe()
+    assert description["backend"] == "hf" and description["model"] == str(tmp_path)
+    # its version: the SHA-256 of the weight and config files, tokenizer.json and config.json among them
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert description["files"][name] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
 
 
 def test_hf_judge_missing_model_directory(tmp_path):

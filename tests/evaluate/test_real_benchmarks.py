@@ -1,11 +1,13 @@
 """Every public benchmark runs through evaluate.py on tiny fixture data with a tiny random model.
 
 The outputs are gibberish; what is checked is that items are read, generated for (with images, and
-without for HallusionBench's text-only question), scored and written with the benchmark's metrics.
+without for HallusionBench's text-only question), scored and written with the benchmark's metrics,
+the SHA-256 of the files read and the judge, and that each gets its HTML page and contact sheet.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from mmpo.evaluate import run
 
 from ..benchmarks.chat_stub import stub_server
 from ..benchmarks.fixtures import (
+    files_opened,
     write_alt_text,
     write_amber,
     write_hallusionbench,
@@ -104,10 +107,32 @@ CASES: dict[str, tuple[Callable[[Path, str], Fixture], str]] = {
 }
 
 
+# benchmark -> the question / annotation files it reads, relative to its data root
+DATA_FILES: dict[str, set[str]] = {
+    "pope": {"coco_pope_random.json", "coco_pope_adversarial.json"},
+    "object_halbench": {
+        "obj_halbench_300_with_image.jsonl",
+        "annotations/instances_val2014.json",
+        "annotations/captions_val2014.json",
+    },
+    "amber": {
+        "data/query/query_generative.json",
+        "data/annotations.json",
+        "data/relation.json",
+        "data/safe_words.txt",
+    },
+    "mmhal": {"response_template.json"},
+    "hallusionbench": {"HallusionBench.json"},
+    "mmvp": {"Questions.csv"},
+    "alt_text": {"twitter_test.json"},
+}
+JUDGE_MODEL = "stub-judge-2024-06-01"
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_benchmark_runs_end_to_end_through_evaluate(name, eval_compose, tmp_path):
     write, metric = CASES[name]
-    with stub_server([(200, "Rating: 4")]) as judge:  # MMHal's judge; the others never call it
+    with stub_server([(200, "Rating: 4")], model=JUDGE_MODEL) as judge:  # MMHal's; the others never call it
         root, extra = write(tmp_path / "data", judge.base_url)
         key = f"benchmarks.{name}"
         cfg = eval_compose(
@@ -119,10 +144,28 @@ def test_benchmark_runs_end_to_end_through_evaluate(name, eval_compose, tmp_path
                 *extra,
             ]
         )
-        results = run(cfg)
-    document = json.loads((Path(cfg.paths.output_dir) / "benchmarks" / f"{name}.json").read_text())
+        with files_opened(root) as opened:
+            results = run(cfg)
+    assert opened == DATA_FILES[name]  # the files read are exactly those hashed below
+    out = Path(cfg.paths.output_dir) / "benchmarks"
+    document = json.loads((out / f"{name}.json").read_text())
     assert metric in document["metrics"] and document["metrics"] == results[name]
     assert all(math.isfinite(value) for value in document["metrics"].values())
     assert document["num_items"] == len(document["records"]) >= 1
     assert document["decoding"]["max_new_tokens"] == 4
     assert all(isinstance(record["output"], str) for record in document["records"])
+
+    assert document["data"]["root"] == str(root)
+    assert document["data"]["files"] == {
+        file: hashlib.sha256((root / file).read_bytes()).hexdigest() for file in DATA_FILES[name]
+    }
+    if name == "mmhal":
+        assert document["judge"]["backend"] == "openai" and document["judge"]["served_model"] == JUDGE_MODEL
+    else:
+        assert document["judge"] is None
+    # every record names its image, which the report embeds (no image for the text-only question)
+    images = [record["image"] for record in document["records"]]
+    assert all(image is None or Path(image).is_file() for image in images) and any(images)
+    page = (out / f"{name}.html").read_text()
+    assert page.count("<figure") == len(document["records"]) and 'src="http' not in page
+    assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

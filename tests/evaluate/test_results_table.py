@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from ..conftest import ROOT
 
@@ -146,3 +147,28 @@ def test_final_validation_metrics_of_training_runs_become_columns(results_table,
     cell = table.rows["mdpo loss.w_copo=0"]["val/rewards/accuracies"]
     assert cell.mean == pytest.approx(0.7) and cell.std == pytest.approx(0.1414213, rel=1e-5)
     assert "train/loss_step" not in table.columns
+
+
+def test_chart_has_one_panel_per_metric_on_a_grid_of_three_columns(results_table, tmp_path):
+    assert [results_table.chart_grid(n) for n in (1, 3, 4, 7)] == [(1, 1), (1, 3), (2, 3), (3, 3)]
+    metrics = {f"m{i}": 0.1 * i for i in range(4)}
+    fake_run(tmp_path / "a", "dpo", [], {"shapes_pope": metrics})
+    fake_run(tmp_path / "b", "mdpo", ["negative_sampler=crop"], {"shapes_pope": metrics})
+    sizes = {}
+    for patterns in (["shapes_pope/m[0-2]"], ["shapes_pope/*"]):  # 3 panels: one row; 4 panels: two rows
+        out = tmp_path / str(len(sizes))
+        results_table.main(
+            [
+                str(tmp_path / "a"),
+                str(tmp_path / "b"),
+                "--metrics",
+                *patterns,
+                "--out",
+                str(out),
+                "--wandb",
+                "off",
+            ]
+        )
+        sizes[len(sizes)] = Image.open(out / "results.png").size
+    (width_3, height_3), (width_4, height_4) = sizes[0], sizes[1]
+    assert height_4 == pytest.approx(2 * height_3, abs=2) and width_4 == width_3  # 2 x 3 against 1 x 3

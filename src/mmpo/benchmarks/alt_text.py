@@ -46,6 +46,7 @@ import math
 import re
 import warnings
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 import editdistance
@@ -179,8 +180,15 @@ class AltText(Benchmark):
         for metric, reason in unavailable_metrics().items():
             log.warning("alt_text: %s will be reported as NaN (unavailable): it %s", metric, reason)
 
+    @property
+    def question_file(self) -> str:
+        return f"{self.subset}_test.json"
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.question_file)
+
     def items(self) -> list[EvalItem]:
-        question_file = f"{self.subset}_test.json"
+        question_file = self.question_file
         root = self.require(question_file)
         image_dir = root / "image" / f"{self.subset}_test"
         items = [

@@ -64,6 +64,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from mmpo.benchmarks import nltk_data
@@ -286,8 +287,15 @@ class AMBER(Benchmark):
 
     _FILES = ("data/annotations.json", "data/relation.json", "data/safe_words.txt")
 
+    @property
+    def query_file(self) -> str:
+        return f"data/query/{TASKS[self.task]}"
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.query_file, *self._FILES)
+
     def items(self) -> list[EvalItem]:
-        query_file = f"data/query/{TASKS[self.task]}"
+        query_file = self.query_file
         root = self.require(query_file, *self._FILES)
         image_dir = self.resolve(self.image_dir)
         queries = json.loads((root / query_file).read_text(encoding="utf-8"))

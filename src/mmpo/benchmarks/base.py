@@ -118,6 +118,16 @@ class Benchmark(abc.ABC):
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Score ``outputs`` (item id -> generated text) and return ``(metrics, per-item records)``."""
 
+    def data_files(self) -> list[Path]:
+        """The question / annotation files :meth:`items` and :meth:`score` read (not the images), whose
+        SHA-256 the results record (:mod:`mmpo.provenance`); valid after :meth:`items`. None by default."""
+        return []
+
+    def judge_description(self) -> dict[str, Any] | None:
+        """What graded the outputs when a model did (backend, model, version); ``None`` for rule-based
+        scorers. Valid after :meth:`score`."""
+        return None
+
     # --- helpers for subclasses -------------------------------------------------------------------
 
     def require(self, *relative: str) -> Path:
@@ -128,6 +138,10 @@ class Benchmark(abc.ABC):
         if missing:
             raise BenchmarkDataMissing(self.name, key, self.path, expected, self.source, missing)
         return self.path
+
+    def under_root(self, *relative: str) -> list[Path]:
+        """``relative`` paths under the data root (for :meth:`data_files`); none without a root."""
+        return [] if self.path is None else [self.path / name for name in relative]
 
     def resolve(self, location: str) -> Path:
         """A data-relative option (``image_dir``, ...) as a path; absolute values are kept."""

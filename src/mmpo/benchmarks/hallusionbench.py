@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from mmpo.benchmarks.base import Benchmark, EvalItem, ratio
@@ -101,6 +102,9 @@ class HallusionBench(Benchmark):
         super().__init__(path, prompt_suffix, limit, **kwargs)
         self.question_file = question_file
         self.uncertain_correct_without_figure = uncertain_correct_without_figure
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.question_file)
 
     def items(self) -> list[EvalItem]:
         root = self.require(self.question_file)

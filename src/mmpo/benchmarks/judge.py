@@ -1,13 +1,16 @@
 """Text judges for benchmarks graded by a language model (MMHal-Bench): ``judge(prompt) -> reply``.
 
 Two backends behind one call signature, both deterministic (temperature 0 / greedy) and both able to
-say what they are (:meth:`describe`, stored with the results):
+say what they are (:meth:`describe`, stored with the results, so that scores of two judges are never
+mistaken for comparable):
 
 - :class:`OpenAIJudge` -- any server that speaks the OpenAI-compatible ``POST /v1/chat/completions``
   API (vLLM, llama.cpp server, TGI, or the hosted API). Bounded retries on connection errors,
-  HTTP 429 and 5xx; other HTTP errors fail at once with the server's message.
+  HTTP 429 and 5xx; other HTTP errors fail at once with the server's message. Its version is the
+  ``model`` field of the server's replies (``served_model``, e.g. a dated snapshot behind an alias).
 - :class:`HFJudge` -- a local Hugging Face causal LM directory, loaded on the first call
   (``local_files_only``: nothing is downloaded); the chat template is applied when the tokenizer has one.
+  Its version is the SHA-256 of its weight and config files (``files``), hashed once.
 """
 
 from __future__ import annotations
@@ -65,9 +68,17 @@ class OpenAIJudge:
         self.max_tokens = max_tokens
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
+        self.served_model: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "openai", "url": self.url, "model": self.model, "temperature": self.temperature}
+        """Backend, URL, requested model, temperature and ``served_model`` (``None`` before a reply)."""
+        return {
+            "backend": "openai",
+            "url": self.url,
+            "model": self.model,
+            "served_model": self.served_model,
+            "temperature": self.temperature,
+        }
 
     def __call__(self, prompt: str) -> str:
         headers = {"Content-Type": "application/json"}
@@ -97,13 +108,15 @@ class OpenAIJudge:
                     f"judge {self.url} answered HTTP {response.status_code}: {response.text[:300]}"
                 )
             try:
-                content = response.json()["choices"][0]["message"]["content"]
+                body = response.json()
+                content = body["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError) as error:
                 raise JudgeError(
                     f"judge {self.url} sent an unexpected body: {response.text[:300]}"
                 ) from error
             if not isinstance(content, str):
                 raise JudgeError(f"judge {self.url} sent no text content: {response.text[:300]}")
+            self.served_model = body.get("model", self.served_model)
             return content
         raise JudgeError(
             f"judge {self.url} failed after {self.max_retries + 1} attempts; last error: {problem}"
@@ -129,12 +142,21 @@ class HFJudge:
         self.dtype = dtype
 
     def describe(self) -> dict[str, Any]:
+        """Backend, model directory, decoding and the SHA-256 of the directory's weight and config files."""
         return {
             "backend": "hf",
             "model": self.model_path,
             "decoding": "greedy",
             "max_new_tokens": self.max_new_tokens,
+            "files": self._file_digests,
         }
+
+    @cached_property
+    def _file_digests(self) -> dict[str, str]:
+        from mmpo.checkpoint import file_digests
+
+        directory = Path(self.model_path)
+        return file_digests(directory) if directory.is_dir() else {}
 
     @cached_property
     def _model_and_tokenizer(self) -> tuple[Any, Any]:

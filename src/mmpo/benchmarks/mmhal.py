@@ -78,6 +78,8 @@ Write a short justification first. Then, on the last line, write exactly one rat
 """
 
 _EMPHASIS = re.compile(r"[*_]")
+#: ratings below this one (0, 1, 2) are the rubric's "with hallucination" grades.
+HALLUCINATION_BELOW = 3
 
 
 def parse_rating(reply: str, tolerant: bool = False) -> int | None:
@@ -95,7 +97,7 @@ def mmhal_metrics(ratings: Sequence[int | None], question_types: Sequence[str]) 
     n = max(len(scores), 1)
     metrics = {
         "score": sum(scores) / n,
-        "hallucination_rate": sum(s < 3 for s in scores) / n,
+        "hallucination_rate": sum(s < HALLUCINATION_BELOW for s in scores) / n,
         "unparsed": float(sum(rating is None for rating in ratings)),
     }
     for question_type in dict.fromkeys(question_types):
@@ -142,6 +144,12 @@ class MMHalBench(Benchmark):
         return (
             by_url if record.get("image_src") and by_url.exists() else image_dir / f"{record['image_id']}.jpg"
         )
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.template_file)
+
+    def judge_description(self) -> dict[str, Any] | None:
+        return None if self.judge is None else self.judge.describe()
 
     def items(self) -> list[EvalItem]:
         root = self.require(self.template_file)

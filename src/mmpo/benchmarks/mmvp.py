@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 from typing import Any
 
 from mmpo.benchmarks.base import Benchmark, EvalItem, ratio
@@ -80,6 +81,9 @@ class MMVP(Benchmark):
         super().__init__(path, prompt_suffix, limit, **kwargs)
         self.question_file = question_file
         self.image_dir = image_dir
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.question_file)
 
     def items(self) -> list[EvalItem]:
         root = self.require(self.question_file)

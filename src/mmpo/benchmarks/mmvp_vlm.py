@@ -20,6 +20,7 @@ its first row, which is the same on the released file.
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,6 +64,9 @@ class MMVPVLM(PairedBenchmark):
         self.question_file = question_file
         self.image_dir = image_dir
         self.text_prefix = text_prefix
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.question_file)
 
     def items(self) -> list[EvalItem]:
         """One item per pair: both images, both statements (prefixed), the pattern as tag, the qids."""

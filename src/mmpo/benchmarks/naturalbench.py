@@ -14,6 +14,7 @@ dataset ``BaiqiL/NaturalBench``: ``metadata.json`` (a list of ``{"index", "image
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from mmpo.benchmarks.base import EvalItem
@@ -38,6 +39,9 @@ class NaturalBenchRetrieval(PairedBenchmark):
         super().__init__(path, prompt_suffix, limit, **kwargs)
         self.annotation_file = annotation_file
         self.image_dir = image_dir
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.annotation_file)
 
     def items(self) -> list[EvalItem]:
         root = self.require(self.annotation_file)

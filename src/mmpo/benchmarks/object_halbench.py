@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mmpo.benchmarks.base import Benchmark, EvalItem, read_jsonl
@@ -68,6 +69,9 @@ class ObjectHalBench(Benchmark):
             for kind in ("instances", "captions")
             for split in self.coco_splits
         ]
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.question_file, *self._annotation_files())
 
     def items(self) -> list[EvalItem]:
         root = self.require(self.question_file, *self._annotation_files())

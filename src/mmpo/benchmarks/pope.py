@@ -20,6 +20,7 @@ question id (``<split>/<question_id>``), never by order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mmpo.benchmarks.base import Benchmark, EvalItem, read_jsonl
@@ -69,8 +70,15 @@ class POPE(Benchmark):
         self.question_file = question_file
         self.image_dir = image_dir
 
+    def question_files(self) -> list[str]:
+        """The question file of each split, relative to the data root."""
+        return [self.question_file.format(split=split) for split in self.splits]
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(*self.question_files())
+
     def items(self) -> list[EvalItem]:
-        files = [self.question_file.format(split=split) for split in self.splits]
+        files = self.question_files()
         root = self.require(*files)
         image_dir = self.resolve(self.image_dir)
         items = []

@@ -190,6 +190,9 @@ class KarpathyRetrieval(EmbeddingBenchmark):
         self.ks = tuple(ks)
         self.ties = ties
 
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.annotation_file)
+
     def items(self) -> list[EvalItem]:
         """One item per image of ``split``, its captions in ``meta["captions"]``."""
         root = self.require(self.annotation_file)

@@ -100,6 +100,11 @@ class ShapesWorld:
             self.path, self.manifest["num_scenes"], self.manifest["seed"], self.manifest["image_size"]
         )
 
+    def data_files(self, *splits: str) -> list[Path]:
+        """The world's files that the scenes of ``splits`` are read from."""
+        names = ["manifest.json", "scenes.jsonl", *dict.fromkeys(f"{split}.jsonl" for split in splits)]
+        return [self.path / name for name in names]
+
     def scenes(self, split: str) -> list[HeldOutScene]:
         """The scenes of ``split`` (one per caption record of ``<split>.jsonl``), in file order."""
         root = self.ensure()
@@ -143,6 +148,9 @@ class ShapesCHAIR(Benchmark):
         self.split = split
         self.prompt = prompt
         self.context_template = context_template
+
+    def data_files(self) -> list[Path]:
+        return self.world.data_files(self.split)
 
     def question(self, held: HeldOutScene) -> str:
         if self.context_template is None or held.context is None:
@@ -232,6 +240,9 @@ class ShapesPOPE(POPE):
         self.split = split
         self.train_split = train_split
         self.sampling_seed = sampling_seed
+
+    def data_files(self) -> list[Path]:
+        return self.world.data_files(self.train_split, self.split)
 
     def items(self) -> list[EvalItem]:
         frequency, cooccurrence = training_statistics([h.scene for h in self.world.scenes(self.train_split)])

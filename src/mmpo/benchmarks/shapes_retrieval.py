@@ -18,6 +18,7 @@ The scenes of one split (``split``, default ``test``) of the shapes world (``wor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from mmpo.benchmarks.base import EvalItem
@@ -59,6 +60,9 @@ class ShapesRetrieval(PairedBenchmark):
         self.sampling_seed = sampling_seed
         self.ks = tuple(ks)
         self.ties = ties
+
+    def data_files(self) -> list[Path]:
+        return self.world.data_files(self.split)
 
     def items(self) -> list[EvalItem]:
         """One fine-grained item per (scene, attribute), scene by scene; variant images in memory."""

@@ -18,6 +18,7 @@ Data layout under ``benchmark.path`` (the Hugging Face ``facebook/winoground`` r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,6 +109,9 @@ class Winoground(PairedBenchmark):
         self.annotation_file = annotation_file
         self.image_dir = image_dir
         self.image_extension = image_extension
+
+    def data_files(self) -> list[Path]:
+        return self.under_root(self.annotation_file)
 
     def items(self) -> list[EvalItem]:
         root = self.require(self.annotation_file)
