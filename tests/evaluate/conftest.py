@@ -20,8 +20,15 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def eval_data_dir(tmp_path_factory) -> Path:
+    """The data directory of the eval configs: the default benchmarks' shapes world is generated there
+    once per session, never in the checkout."""
+    return tmp_path_factory.mktemp("eval_data")
+
+
 @pytest.fixture
-def eval_compose(tmp_path):
+def eval_compose(tmp_path, eval_data_dir):
     """``eval_compose(overrides)`` -> the real eval config (``python evaluate.py ...``), output in tmp."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -39,6 +46,7 @@ def eval_compose(tmp_path):
         with open_dict(cfg):
             del cfg["hydra"]
             cfg.paths.output_dir = str(tmp_path / "eval")
+            cfg.paths.data_dir = str(eval_data_dir)
         return cfg
 
     yield _compose

@@ -33,7 +33,6 @@ covers every split.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -80,22 +79,8 @@ class ShapesWorld:
         }
 
     def ensure(self) -> Path:
-        """Generate the world if ``path`` holds none; refuse a different world or foreign files there."""
-        manifest = self.path / "manifest.json"
-        if manifest.is_file():
-            found = json.loads(manifest.read_text())
-            if found != self.manifest:
-                raise ValueError(
-                    f"shapes benchmarks: {self.path} holds a shapes world built with {found}, "
-                    f"but the benchmark asks for {self.manifest}; make its num_scenes, seed "
-                    "and image_size match, or point `path` at another directory"
-                )
-            return self.path
-        if self.path.is_dir() and any(self.path.iterdir()):
-            raise ValueError(
-                f"shapes benchmarks: {self.path} is not empty and holds no shapes world "
-                "(manifest.json); point `path` at a shapes world or an empty directory"
-            )
+        """Generate the world if ``path`` holds none (or one of older code); refuse a different world or
+        foreign files there (:func:`mmpo.data.shapes.generate`)."""
         return shapes.generate(
             self.path, self.manifest["num_scenes"], self.manifest["seed"], self.manifest["image_size"]
         )
