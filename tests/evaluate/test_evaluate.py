@@ -94,7 +94,13 @@ def test_missing_run_and_missing_data_fail_before_loading_a_model(eval_compose, 
 
 def test_command_line_reports_errors_without_a_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "evaluate.py", f"run={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'h'}", f"paths.data_dir={tmp_path}"],
+        [
+            sys.executable,
+            "evaluate.py",
+            f"run={tmp_path / 'nowhere'}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+            f"paths.data_dir={tmp_path}",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
