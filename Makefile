@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,quant]"
+	$(PY) -m pip install -q -e ".[dev,quant,cluster,sweep]"
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv and install mmpo with the CPU torch build (GPU: see README)

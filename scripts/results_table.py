@@ -9,7 +9,7 @@ Columns are ``<benchmark>/<metric>`` names, plus the run's final validation metr
 (the last logged value of each ``val/`` column of ``metrics.csv``), matching the ``--metrics``
 patterns (fnmatch; default all), in the order of the patterns.
 
-Rows are methods. A run's method is the loss name in its ``config.yaml`` (``base`` when there is
+Rows are methods. A run's method is the loss option in its ``config.yaml`` (``choices.loss``; ``base`` when there is
 none, e.g. an untrained model evaluated with ``run=null``) followed by its command-line overrides
 (``.hydra/overrides.yaml``) except those matching :data:`IGNORED_OVERRIDES` (seeds, paths, loggers,
 ``model.init_from``, ...) or an ``--ignore`` pattern, so that the seeds of one method share a row,
@@ -40,6 +40,8 @@ from pathlib import Path
 
 import yaml
 
+from mmpo.rundirs import final_metrics, read_overrides
+
 IGNORED_OVERRIDES = (
     "seed",
     "experiment",
@@ -48,6 +50,9 @@ IGNORED_OVERRIDES = (
     "loss",
     "paths.*",
     "hydra.*",
+    "hydra/*",
+    "hparams_search",
+    "optimized_*",
     "logger",
     "logger.*",
     "callbacks",
@@ -115,28 +120,17 @@ def find_runs(arguments: Iterable[str]) -> list[Path]:
 def method_label(run: Path, ignore: Sequence[str]) -> str:
     """Loss name (``base`` without one) and the overrides that are not ignored, e.g. ``dpo data.image=none``."""
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    name = ((config or {}).get("loss") or {}).get("name", "base")
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+    name = ((config or {}).get("choices") or {}).get("loss") or "base"
     kept = []
-    for override in overrides:
+    for override in read_overrides(run):
         key = override.lstrip("+~").split("=", 1)[0]
         if not any(fnmatch(key, pattern) for pattern in ignore):
             kept.append(override.lstrip("+"))
     return " ".join([name, *sorted(kept)])
 
 
-def final_validation_metrics(run: Path) -> dict[str, float]:
-    """The last logged value of every ``val/`` column of the run's ``metrics.csv``."""
-    if not (run / "metrics.csv").is_file():
-        return {}
-    with open(run / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: float(row[key]) for row in rows for key in row if key.startswith("val/") and row[key]}
-
-
 def read_run(run: Path, ignore: Sequence[str]) -> RunResult:
-    metrics = final_validation_metrics(run)
+    metrics = final_metrics(run, prefix="val/")
     for path in sorted((run / "benchmarks").glob("*.json")):
         document = json.loads(path.read_text())
         for key, value in document["metrics"].items():

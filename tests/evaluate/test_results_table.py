@@ -29,7 +29,7 @@ def fake_run(
     directory: Path, loss: str | None, overrides: list[str], metrics: dict[str, dict[str, float]]
 ) -> Path:
     directory.mkdir(parents=True)
-    config = {"seed": 0, "model": {"name": "tiny_llava"}, **({"loss": {"name": loss}} if loss else {})}
+    config = {"seed": 0, "model": {"name": "tiny_llava"}, **({"choices": {"loss": loss}} if loss else {})}
     (directory / "config.yaml").write_text(yaml.safe_dump(config))
     (directory / ".hydra").mkdir()
     (directory / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
