@@ -220,9 +220,14 @@ def test_kill_9_keeps_the_periodic_checkpoint_and_the_run_resumes_from_it(tmp_pa
     proc.wait(60)
     step = torch.load(checkpoint, weights_only=False, map_location="cpu")["global_step"]
     assert step >= 3
-    out = cli(
+    same = [
         *SMALL,
         "data.limit_train=null",
+        "trainer.max_epochs=50",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+    ]
+    out = cli(
+        *same,
         f"trainer.max_steps={step + 2}",
         f"ckpt_path={checkpoint.parents[1]}",
         log_dir=tmp_path / "resumed",
@@ -230,6 +235,11 @@ def test_kill_9_keeps_the_periodic_checkpoint_and_the_run_resumes_from_it(tmp_pa
     assert out.returncode == 0, out.stderr[-3000:]
     (resumed,) = runs_under(tmp_path / "resumed")
     assert f"steps={step + 2}" in (resumed / "summary.txt").read_text()
+    # the same resume with a limit the checkpoint has already reached trains nothing, and says so
+    stale = cli(
+        *same, f"trainer.max_steps={step}", f"ckpt_path={checkpoint.parents[1]}", log_dir=tmp_path / "stale"
+    )
+    assert stale.returncode == 0 and "trained no step: the checkpoint is at step" in stale.stdout
 
 
 def test_resuming_from_a_run_without_a_checkpoint_is_a_clear_error(tmp_path):

@@ -67,6 +67,13 @@ def resume_checkpoint(ckpt_path: str | None) -> str | None:
     return str(path)
 
 
+def checkpoint_step(path: str) -> int:
+    """The optimizer step a Lightning checkpoint was saved at (memory-mapped: its tensors are not read)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+
+
 def claim_run_dir(out: Path, cfg: DictConfig) -> None:
     """Write ``config.yaml``, failing if the directory already holds a run: two runs never share one.
     Only the process of global rank 0 claims: the other ranks of a DDP job share its directory."""
@@ -142,6 +149,15 @@ def run(cfg: DictConfig) -> float | None:
             what = "diverged" if isinstance(stop, TrainingDiverged) else "interrupted"
             choices["status"] = f"{what} at step {trainer.global_step}"
         else:
+            if ckpt_path and trainer.global_step == checkpoint_step(ckpt_path):
+                log.warning(
+                    "trained no step: the checkpoint is at step %d (epoch %d), which trainer.max_steps=%s / "
+                    "max_epochs=%s already reach; resume with the original run's limits, or raise them",
+                    trainer.global_step,
+                    trainer.current_epoch,
+                    trainer.max_steps,
+                    trainer.max_epochs,
+                )
             if module.validated_at_step != trainer.global_step and trainer.limit_val_batches:
                 trainer.validate(module, datamodule=datamodule, verbose=False)  # max_steps ended mid-epoch
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

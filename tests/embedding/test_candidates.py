@@ -123,7 +123,7 @@ def test_script_shapes_mode_gives_one_attribute_variants(tmp_path):
     build_candidates.main(["shapes", "--world", str(world), "--num-scenes", "20", "--image-size", "32", "--k", "4",
                            "--out", str(out)])  # fmt: skip
     rows = read_rows(out)
-    assert len(rows) == 16  # the train split of 20 scenes
+    assert len(rows) == round(shapes.SPLITS["train"] * 20)  # one row per scene of the train split
     for row in rows:
         assert row["attributes"][:3] == list(ATTRIBUTES)  # round-robin
         assert len(set(row["text_candidates"])) == 4 and row["text"] not in row["text_candidates"]

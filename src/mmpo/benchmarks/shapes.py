@@ -33,6 +33,7 @@ covers every split.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
@@ -45,6 +46,7 @@ from mmpo.benchmarks.base import Benchmark, EvalItem, read_jsonl
 from mmpo.benchmarks.chair import chair_metrics
 from mmpo.benchmarks.coco_objects import ObjectMention
 from mmpo.benchmarks.pope import POPE, SPLITS
+from mmpo.config import ConfigError
 from mmpo.data import shapes
 
 MENTION = re.compile(rf"\b({'|'.join(shapes.COLORS)})\s+({'|'.join(shapes.SHAPES)})s?\b")
@@ -79,8 +81,22 @@ class ShapesWorld:
         }
 
     def ensure(self) -> Path:
-        """Generate the world if ``path`` holds none (or one of older code); refuse a different world or
-        foreign files there (:func:`mmpo.data.shapes.generate`)."""
+        """Generate the world if ``path`` holds none, or one written by older code; refuse a world of other
+        parameters (another run's) or foreign files there."""
+        manifest = self.path / "manifest.json"
+        if manifest.is_file():
+            found = json.loads(manifest.read_text())
+            if _parameters(found) != _parameters(self.manifest):
+                raise ConfigError(
+                    f"shapes benchmarks: {self.path} holds a shapes world built with {found}, but the "
+                    f"benchmark asks for {self.manifest}; make its num_scenes, seed and image_size match, or "
+                    "point `path` at another directory"
+                )
+        elif self.path.is_dir() and any(self.path.iterdir()):
+            raise ConfigError(
+                f"shapes benchmarks: {self.path} is not empty and holds no shapes world "
+                "(manifest.json); point `path` at a shapes world or an empty directory"
+            )
         return shapes.generate(
             self.path, self.manifest["num_scenes"], self.manifest["seed"], self.manifest["image_size"]
         )
@@ -248,3 +264,8 @@ class ShapesPOPE(POPE):
                     for name, label in asked
                 ]
         return self.truncate(items)
+
+
+def _parameters(manifest: dict) -> dict:
+    """A world manifest without its ``format`` (the code version, which a rebuild may change)."""
+    return {k: v for k, v in manifest.items() if k != "format"}

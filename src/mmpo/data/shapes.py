@@ -39,8 +39,6 @@ from pathlib import Path
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
-from mmpo.config import ConfigError
-
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -252,8 +250,8 @@ def generate(out_dir: str | Path, num_scenes: int = 400, seed: int = 0, image_si
     Splits are by scene, so held-out images never appear in training. Safe when several processes
     (DDP ranks, parallel sweep jobs) ask for the same world at once: one builds it under a file lock, the
     others wait and reuse it. The manifest is written last, so a matching manifest means complete files.
-    A world written by older code (another ``format``) is rebuilt; a world of other parameters is never
-    overwritten (ConfigError: two configs point at one directory), nor a directory that holds other files.
+    A world of older code (another ``format``) or of other parameters is rebuilt in place (the
+    benchmarks refuse the latter, :class:`mmpo.benchmarks.shapes.ShapesWorld`).
     """
     out = Path(out_dir)
     manifest = {"format": FORMAT_VERSION, "num_scenes": num_scenes, "seed": seed, "image_size": image_size}
@@ -264,20 +262,6 @@ def generate(out_dir: str | Path, num_scenes: int = 400, seed: int = 0, image_si
 
     if built():
         return out
-    if manifest_path.exists():
-        found = json.loads(manifest_path.read_text())
-        if {k: v for k, v in found.items() if k != "format"} != {
-            k: v for k, v in manifest.items() if k != "format"
-        }:
-            raise ConfigError(
-                f"{out} holds a shapes world built with {found}, but this run asks for {manifest}; make "
-                "num_scenes, seed and image_size match, or point the path at another directory"
-            )
-    elif out.is_dir() and any(p.name != ".generate.lock" for p in out.iterdir()):
-        raise ConfigError(
-            f"{out} is not empty and holds no shapes world (manifest.json); point the path at a shapes "
-            "world or an empty directory"
-        )
     out.mkdir(parents=True, exist_ok=True)
     with FileLock(out / ".generate.lock"):
         if not built():
