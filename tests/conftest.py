@@ -67,6 +67,8 @@ def compose(tmp_path, shapes_dir):
                     "data.shapes.num_scenes=40",
                     "trainer.log_every_n_steps=1",
                 ]
+            if not any(o.startswith("model=") or o.startswith("experiment=") for o in overrides):
+                base.append("model=tiny_llava")  # the random tiny model: no SFT base to build first
             cfg = hydra_compose("train", overrides=[*base, *overrides], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):

@@ -39,10 +39,24 @@ def _instantiate_all(node: DictConfig | None) -> list:
     return [instantiate(v) for v in (node or {}).values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
-def summary_line(cfg: DictConfig, metrics: dict, seconds: float, steps: int, choices: dict, keys) -> str:
+def summary_line(
+    cfg: DictConfig,
+    metrics: dict,
+    seconds: float,
+    steps: int,
+    choices: dict,
+    keys,
+    before: dict | None = None,
+) -> str:
     """One line: the run, its loss and model, the choices that decide what ran (status, engine mode,
-    reference: the first word of each), steps, the module kind's summary metrics and the time."""
-    values = " ".join(f"{k}={float(metrics[k]):.4f}" for k in keys if k in metrics)
+    reference: the first word of each), steps, the module kind's summary metrics (``start->end`` where the
+    run validated before training) and the time."""
+
+    def value(key: str) -> str:
+        end = f"{float(metrics[key]):.4f}"
+        return f"{float(before[key]):.4f}->{end}" if before and key in before else end
+
+    values = " ".join(f"{k}={value(k)}" for k in keys if k in metrics)
     setting = " ".join(
         f"{k}={v.split()[0]}" for k, v in choices.items() if k in ("status", "engine", "reference")
     )
@@ -141,8 +155,12 @@ def run(cfg: DictConfig) -> float | None:
     }
     log.info("run: %s", ", ".join(f"{k} {v}" for k, v in list(choices.items())[1:]))
     stopped: BaseException | None = None
+    before = None
     try:
         try:
+            if cfg.get("validate_before_training") and not ckpt_path and trainer.limit_val_batches:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+                before = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except (SystemExit, TrainingDiverged) as stop:  # SIGTERM; Ctrl-C (Lightning exits 1); NaN
             stopped = stop
@@ -168,7 +186,7 @@ def run(cfg: DictConfig) -> float | None:
                 module.cpu()  # the accelerator's memory goes to the reloaded copy that is evaluated
                 evaluate_trained(cfg, out, trainer, benchmarks)
             line = summary_line(
-                cfg, metrics, time.time() - start, trainer.global_step, choices, kind.summary_metrics
+                cfg, metrics, time.time() - start, trainer.global_step, choices, kind.summary_metrics, before
             )
             (out / "summary.txt").write_text(line + "\n")
             log.info("run directory: %s", out)

@@ -230,6 +230,11 @@ class PreferenceModule(TrainingModule):
     def on_train_epoch_start(self) -> None:
         self._start_epoch()
 
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":  # trainer.validate outside fit (before training starts)
+            self.reference.to(self.device)
+            self._start_epoch()
+
     def _start_epoch(self, resumed: bool = False) -> None:
         """Seed the data with the epoch and let the reference prepare for it (reference=precomputed fills
         or checks its cache entries)."""
