@@ -113,12 +113,36 @@ def remove_stub(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def trainer_problems(cfg: DictConfig) -> list[str]:
+    """What the machine lacks for the ``trainer``: a GPU for a GPU trainer, DeepSpeed for its strategies."""
+    import importlib.util
+
+    import torch
+
+    trainer, problems = cfg.trainer, []
+    if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        cpu = sorted(
+            p.stem for p in (CONF_DIR / "trainer").glob("*.yaml") if "cpu" in p.stem or p.stem == "default"
+        )
+        problems.append(
+            f"trainer.accelerator={trainer.accelerator} but this machine has no CUDA device; trainer allowed here: {cpu}"
+        )
+    strategy = trainer.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    if "deepspeed" in target.lower() and importlib.util.find_spec("deepspeed") is None:
+        problems.append(
+            f"trainer.strategy={target} needs DeepSpeed: pip install deepspeed (on the GPU machine)"
+        )
+    return problems
+
+
 def check_run(cfg: DictConfig) -> type[TrainingModule]:
-    """The module kind ``module`` names, after its start-up checks passed (one ConfigError otherwise)."""
+    """The module kind ``module`` names, after its start-up checks and the trainer's passed (one
+    ConfigError otherwise)."""
     kind = module_class(cfg)
     if not (isinstance(kind, type) and issubclass(kind, TrainingModule)):
         raise ConfigError(f"module._target_={cfg.module._target_!r} is not a mmpo.modules.TrainingModule")
-    check(cfg, kind.problems)
+    check(cfg, kind.problems, trainer_problems)
     return kind
 
 

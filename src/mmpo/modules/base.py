@@ -107,6 +107,14 @@ class TrainingModule(L.LightningModule):
         if not finite_trainable_weights(self):
             self.diverged("a trainable weight is non-finite")
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint saved mid-epoch: the data module continues at the next batch, batch for batch as
+        the uninterrupted run (if it can: ``resume_at(epoch, batches)``, :mod:`mmpo.data.sampling`)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if progress and hasattr(datamodule, "resume_at"):
+            datamodule.resume_at(checkpoint["epoch"], progress["current"]["processed"])
+
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.validated_at_step = self.trainer.global_step
