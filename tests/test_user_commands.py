@@ -3,6 +3,7 @@ and killed runs, concurrent runs, diverging runs, the values conf/ writes reachi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -260,6 +261,24 @@ def test_a_diverging_run_stops_with_the_step_and_the_records_and_saves_nothing_n
     for checkpoint in run.glob("checkpoints/*.ckpt"):
         state = torch.load(checkpoint, weights_only=False, map_location="cpu")["state_dict"]
         assert all(torch.isfinite(t).all() for t in state.values())
+
+
+def test_on_nonfinite_skip_skips_and_counts_the_steps_with_their_records(tmp_path):
+    out = cli(
+        *SMALL, "loss.beta=1e38", "optim.on_nonfinite=skip", "trainer.max_steps=2", log_dir=tmp_path / "o"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = runs_under(tmp_path / "o")
+    skipped = json.loads((run / "skipped_steps.json").read_text())
+    assert [s["step"] for s in skipped] == [0, 1] and all(
+        s["records"] and "gradient norm" in s["what"] for s in skipped
+    )
+    assert "skipped_steps=2" in (run / "summary.txt").read_text()
+    from safetensors.torch import load_file
+
+    weights = load_file(run / "adapter" / "adapter_model.safetensors")  # nothing applied: LoRA B still zero
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert all(not t.any() for k, t in weights.items() if "lora_B" in k)
 
 
 # ---- start-up errors say what to fix -------------------------------------------------------------------

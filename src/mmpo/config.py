@@ -120,6 +120,7 @@ class OptimSchema:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient: stop | skip (the step, counted)
 
 
 def register_configs() -> None:

@@ -15,6 +15,7 @@ full weights (``model/``), ``data_report.json`` and a one-line ``summary.txt``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -206,6 +207,9 @@ def run(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:
             if not isinstance(stopped, TrainingDiverged):
                 module.save(out, datamodule)
+            if module.skipped_steps:
+                (out / "skipped_steps.json").write_text(json.dumps(module.skipped_steps, indent=1))
+                choices["skipped steps"] = str(len(module.skipped_steps))
             if benchmarks and stopped is None:
                 module.cpu()  # the accelerator's memory goes to the reloaded copy that is evaluated
                 evaluate_trained(cfg, out, trainer, benchmarks)
