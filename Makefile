@@ -113,8 +113,8 @@ repro-mdpo: repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table
 # The demo's preference stage from the SFT base, every run benchmarked after training (shapes POPE, CHAIR) and
 # validated against the same diffusion-noised image (image reliance); mDPO with the single diffusion negative
 # MISP-DPO's reproduction uses (its §5.4), CHiP with its own (step 500).
-BENCH_SWEEP := $(PY) train.py -m experiment=demo_pref model.init_from=base:sft_shapes seed=$(SEEDS) \
-	benchmark=[shapes_pope,shapes_chair] negative_sampler@val_negative_sampler=diffusion
+BENCH_SWEEP := $(PY) train.py -m experiment=demo_pref seed=$(SEEDS) benchmark=[shapes_pope,shapes_chair] \
+	negative_sampler@val_negative_sampler=diffusion
 BENCH_METRICS := shapes_pope/avg/accuracy shapes_pope/adversarial/accuracy shapes_pope/avg/f1 shapes_chair/CHAIRs shapes_chair/CHAIRi val/rewards/accuracies val/image_reliance/accuracy
 BENCH_TABLE := $(PY) scripts/results_table.py --metrics $(BENCH_METRICS) --wandb off --ignore "negative_sampler@val_negative_sampler"
 define baseline-rows
@@ -129,8 +129,10 @@ repro-chip-shapes: sft-base ## CHiP (as its code, and with the weighted noisy re
 	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion loss.noisy_reference=weighted hydra.sweep.dir=$(REPRO)/chip_shapes/chip_weighted
 	$(BENCH_TABLE) $(REPRO)/chip_shapes --out $(REPRO)/chip_shapes/results
 
-# loss=misp_dpo is built on branch misp-dpo: until it lands, this target stops at its first row
+# loss=misp_dpo and negative_sampler=sae are built on branch misp-dpo: until they land, this target stops first
 repro-misp-dpo-table1: sft-base ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, random multi-negative, MISP-DPO, 3 seeds
+	@test -f conf/loss/misp_dpo.yaml -a -f conf/negative_sampler/sae.yaml || \
+		{ echo "repro-misp-dpo-table1 needs conf/loss/misp_dpo.yaml and conf/negative_sampler/sae.yaml (branch misp-dpo)"; exit 2; }
 	rm -rf $(REPRO)/misp_dpo_table1
 	$(call baseline-rows,$(REPRO)/misp_dpo_table1)
 	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=random_image hydra.sweep.dir=$(REPRO)/misp_dpo_table1/random_multi_negative

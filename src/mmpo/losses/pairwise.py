@@ -219,7 +219,6 @@ class SigmoidNorm(PairwiseLoss):
     def per_pair(self, pair: Pair) -> Tensor:
         if pair.chosen_tokens is None or pair.rejected_tokens is None:
             raise ValueError("loss=sigmoid_norm needs per-branch token counts")
-        normalized = pair.chosen / pair.chosen_tokens.clamp(
-            min=1
-        ) - pair.rejected / pair.rejected_tokens.clamp(min=1)
-        return -F.logsigmoid(self.beta * normalized)
+        chosen = pair.chosen / pair.chosen_tokens.clamp(min=1)
+        rejected = pair.rejected / pair.rejected_tokens.clamp(min=1)
+        return -F.logsigmoid(self.beta * (chosen - rejected))
