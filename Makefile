@@ -116,7 +116,8 @@ repro-mdpo: repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table
 BENCH_SWEEP := $(PY) train.py -m experiment=demo_pref seed=$(SEEDS) benchmark=[shapes_pope,shapes_chair] \
 	negative_sampler@val_negative_sampler=diffusion
 BENCH_METRICS := shapes_pope/avg/accuracy shapes_pope/adversarial/accuracy shapes_pope/avg/f1 shapes_chair/CHAIRs shapes_chair/CHAIRi val/rewards/accuracies val/image_reliance/accuracy
-BENCH_TABLE := $(PY) scripts/results_table.py --metrics $(BENCH_METRICS) --wandb off --ignore "negative_sampler@val_negative_sampler"
+BENCH_TABLE := $(PY) scripts/results_table.py --metrics $(BENCH_METRICS) --wandb off
+BENCH_IGNORE := --ignore "negative_sampler@val_negative_sampler"
 define baseline-rows
 	$(BENCH_SWEEP) loss=dpo hydra.sweep.dir=$(1)/dpo
 	$(BENCH_SWEEP) loss=mdpo negative_sampler=diffusion hydra.sweep.dir=$(1)/mdpo
@@ -127,7 +128,7 @@ repro-chip-shapes: sft-base ## CHiP (as its code, and with the weighted noisy re
 	rm -rf $(REPRO)/chip_shapes
 	$(call baseline-rows,$(REPRO)/chip_shapes)
 	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion loss.noisy_reference=weighted hydra.sweep.dir=$(REPRO)/chip_shapes/chip_weighted
-	$(BENCH_TABLE) $(REPRO)/chip_shapes --out $(REPRO)/chip_shapes/results
+	$(BENCH_TABLE) $(REPRO)/chip_shapes --out $(REPRO)/chip_shapes/results $(BENCH_IGNORE)
 
 # loss=misp_dpo and negative_sampler=sae are built on branch misp-dpo: until they land, this target stops first
 repro-misp-dpo-table1: sft-base ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, random multi-negative, MISP-DPO, 3 seeds
@@ -137,7 +138,7 @@ repro-misp-dpo-table1: sft-base ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, 
 	$(call baseline-rows,$(REPRO)/misp_dpo_table1)
 	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=random_image hydra.sweep.dir=$(REPRO)/misp_dpo_table1/random_multi_negative
 	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=sae hydra.sweep.dir=$(REPRO)/misp_dpo_table1/misp_dpo
-	$(BENCH_TABLE) $(REPRO)/misp_dpo_table1 --out $(REPRO)/misp_dpo_table1/results
+	$(BENCH_TABLE) $(REPRO)/misp_dpo_table1 --out $(REPRO)/misp_dpo_table1/results $(BENCH_IGNORE)
 
 clean: ## Remove run outputs, generated data, caches (keeps .venv)
 	rm -rf outputs multirun data/shapes .pytest_cache .ruff_cache
