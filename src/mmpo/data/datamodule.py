@@ -26,6 +26,7 @@ from mmpo.data.collator import IMAGE_MODES, TRUNCATION_MODES, PreferenceCollator
 from mmpo.data.examples import PreferenceDataset
 from mmpo.data.records import ON_ERROR, JsonlRecords, Records, RecordSource
 from mmpo.data.rows import PreferenceBatch
+from mmpo.data.sampling import EpochSampler
 from mmpo.data.validation import CACHE_DIR, SplitInputs, Validation, image_markers, validate
 from mmpo.models.families import Family
 from mmpo.negatives.base import NegativeSampler
@@ -128,6 +129,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.validation: Validation | None = None
         self.notes: dict[str, set[str]] = {}
         """Record ids of the length outcomes of training batches (rows drawn anew each epoch)."""
+        self._resume: tuple[int, int] | None = None
 
     def prepare_data(self) -> None:
         """Generate the shapes world and check the records once per node (Lightning calls this on local
@@ -214,11 +216,21 @@ class PreferenceDataModule(L.LightningDataModule):
         for dataset in self.datasets.values():
             dataset.epoch = epoch
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Continue training after the first ``batches`` batches of ``epoch`` (a checkpoint saved mid-epoch;
+        a checkpoint of a finished epoch starts the next one from its first batch, as Lightning does)."""
+        self._resume = (epoch, batches)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        sampler = EpochSampler(len(self.datasets[split]), shuffle, self.seed)
+        if split == "train" and self._resume is not None:
+            epoch, batches = self._resume
+            if batches * self.cfg.batch_size < len(sampler):
+                sampler.resume_at(epoch, batches * self.cfg.batch_size)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
             collate_fn=self.collators[split],
             persistent_workers=self.cfg.num_workers > 0,
