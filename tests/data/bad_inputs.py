@@ -47,6 +47,8 @@ class Case:
     record_id: str | None = "bad"
     split: str = "train"
     message: str = ""
+    overrides: tuple[str, ...] = ()
+    """Settings the case needs (the CLI test passes them to train.py)."""
 
     @property
     def line(self) -> int:

@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmpo.data.arrow import ArrowRecords
@@ -74,19 +75,35 @@ def test_arrow_records_equal_the_jsonl_records_with_paths_or_embedded_images(tmp
     assert all(p.startswith("arrow:") for p in Records(ArrowRecords(sets["embed"] / "train"))[1].images)
 
 
-def test_the_data_module_reads_arrow_folders_like_jsonl_files(tmp_path, make):
+def epochs_of(module, epochs: int = 2) -> list[list]:
+    """Every training batch of ``epochs`` epochs as Lightning iterates them: ``(ids, branch -> tensors)``."""
+    loader = module.train_dataloader()
+    out = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        module.set_epoch(epoch)
+        out.append([(batch.ids, {b: r.tensors for b, r in batch.rows.items()}) for batch in loader])
+    return out
+
+
+def test_the_data_module_gives_the_same_batches_from_arrow_folders_as_from_jsonl_files(tmp_path, make):
     sets = write_sets(tmp_path, rich_records())
-    batches = {}
-    for name, fmt in (("jsonl", "jsonl"), ("paths", "arrow"), ("embed", "arrow")):
-        module = make(sets[name], f"data.format={fmt}", "data.shuffle=false", "data.batch_size=3")
-        batch = next(iter(module.train_dataloader()))
-        assert batch.ids == ["train-one", "train-two", "train-text"]
-        batches[name] = {b: r.tensors for b, r in batch.rows.items()}
-    for name in ("paths", "embed"):
-        for branch, tensors in batches["jsonl"].items():
-            assert tensors.keys() == batches[name][branch].keys()
-            for key, value in tensors.items():
-                assert np.array_equal(value.numpy(), batches[name][branch][key].numpy()), (name, branch, key)
+    settings = ("data.shuffle=true", "data.batch_size=2")
+    expected = epochs_of(make(sets["jsonl"], "data.format=jsonl", *settings))
+    assert [ids for epoch in expected for ids, _ in epoch] != [["train-one", "train-two"], ["train-text"]] * 2
+    assert all(sorted(i for ids, _ in epoch for i in ids) == ["train-one", "train-text", "train-two"]
+               for epoch in expected)  # fmt: skip
+    for name, workers in (("paths", 0), ("embed", 0), ("embed", 1)):
+        got = epochs_of(make(sets[name], "data.format=arrow", f"data.num_workers={workers}", *settings))
+        assert len(got) == len(expected)
+        for epoch, (batches, reference) in enumerate(zip(got, expected, strict=True)):
+            assert [ids for ids, _ in batches] == [ids for ids, _ in reference], (name, epoch)
+            for (_, rows), (_, reference_rows) in zip(batches, reference, strict=True):
+                assert rows.keys() == reference_rows.keys()
+                for branch, tensors in reference_rows.items():
+                    assert tensors.keys() == rows[branch].keys()
+                    for key, value in tensors.items():
+                        assert torch.equal(value, rows[branch][key]), (name, workers, epoch, branch, key)
 
 
 def test_a_bad_arrow_row_and_an_unknown_column_are_named(tmp_path, make):
