@@ -103,7 +103,7 @@ CASES = [
     Case("unknown_key", lambda d: record("bad", rejectd="It is green."), "unknown_field", "rejectd",
          message="is not a record field (did you mean 'rejected'?)"),
     Case("no_rejected_for_dpo", lambda d: {k: v for k, v in record("bad").items() if k != "rejected"},
-         "too_few_rejected", "rejected", message="the loss needs 1 rejected response(s)"),
+         "too_few_rejected", "rejected", message="holds none, but the loss needs 1 rejected response(s)"),
     Case("duplicate_id", lambda d: record("train-1"), "duplicate_id", "id", "train-1",
          message="duplicate record id 'train-1'"),
     Case("id_in_train_and_val", lambda d: record("train-2"), "id_in_train", "id", "train-2", split="val",

@@ -200,9 +200,9 @@ def parse_record(
         if response.strip() == chosen.strip():
             raise record_error(where, record_id, name, "rejected_equals_chosen", "equals the chosen response")
     if len(rejected) < require_rejected:
-        found = "there is none" if not rejected else f"it holds {len(rejected)}"
         raise record_error(where, record_id, "rejected", "too_few_rejected",
-                           f"the loss needs {require_rejected} rejected response(s); {found}")  # fmt: skip
+                           f"holds {len(rejected) or 'none'}, but the loss needs {require_rejected} rejected "
+                           "response(s)")  # fmt: skip
     context = _text(obj, "context", where, optional=True)
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
