@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from mmpo.branches import Branch, negatives_needed, rejected_needed
 from mmpo.data import shapes
 from mmpo.data.collator import IMAGE_MODES, TRUNCATION_MODES, PreferenceCollator
-from mmpo.data.examples import PreferenceDataset
+from mmpo.data.examples import CONTEXT_SWAPS, PreferenceDataset
 from mmpo.data.records import ON_ERROR, ReadReport, read_records
 from mmpo.data.rows import PreferenceBatch
 from mmpo.models.families import Family
@@ -39,6 +39,7 @@ def data_problems(cfg: DictConfig) -> list[str]:
             ("truncation", TRUNCATION_MODES),
             ("on_error", ON_ERROR),
             ("image", IMAGE_MODES),
+            ("context_swap", CONTEXT_SWAPS),
         )
         if cfg[key] not in allowed
     ]
@@ -112,6 +113,7 @@ class PreferenceDataModule(L.LightningDataModule):
                 negatives_needed(branches),
                 swap_context=any(b.context == "swapped" for b in branches),
                 seed=self.seed,
+                context_swap=self.cfg.context_swap,
             )
             # data.image=none (the "DPO (No Image)" ablation) removes images from training rows only:
             # validation keeps them, so that every run is compared on the same held-out inputs.

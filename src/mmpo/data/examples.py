@@ -5,6 +5,12 @@ the ``negative_sampler`` (and, with ``resample_per_forward``, the reference's ow
 context of a swapped-context branch. Every draw comes from a generator seeded by (seed, record id, epoch,
 stream), so the policy, the reference and the reference cache see identical inputs and a data loader
 worker draws what the main process would. The collator then only builds rows.
+
+The swapped context follows ``data.context_swap`` (:data:`CONTEXT_SWAPS`): ``per_epoch`` draws it anew
+each epoch, from (seed, record id, epoch); ``per_record`` draws it once per record, from (seed, record id)
+(the epoch-0 draw, kept in every epoch), as MCM-DPO's official ``DPODataset`` does (``random.seed(i)``
+for item ``i``, methods.md §2.4). Either way it is another record's context, distinct from the record's
+own.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from mmpo.images import load_image
 from mmpo.negatives.base import Negative, NegativeSampler, Pool, seeded_generator
 
 CONTEXT_STREAM = "context"
+CONTEXT_SWAPS = ("per_epoch", "per_record")
+"""``data.context_swap``: the swapped context is drawn per (seed, record id, epoch) or per (seed, record id)."""
 
 
 @dataclass
@@ -43,7 +51,7 @@ class PreferenceDataset(Dataset):
     """Records of one split; ``epoch`` (set by the module) seeds the draws of :meth:`__getitem__`.
 
     ``negatives``: how many negatives each example gets from ``sampler``; ``swap_context``: whether
-    examples draw another record's context (from ``context_pool``)."""
+    examples draw another record's context (from ``context_pool``), by the rule ``context_swap``."""
 
     def __init__(
         self,
@@ -52,13 +60,17 @@ class PreferenceDataset(Dataset):
         negatives: int = 0,
         swap_context: bool = False,
         seed: int = 0,
+        context_swap: str = "per_epoch",
     ):
         if negatives and sampler is None:
             raise ValueError(f"{negatives} negative image(s) per record need a negative_sampler")
+        if context_swap not in CONTEXT_SWAPS:
+            raise ValueError(f"data.context_swap={context_swap!r}; allowed: {list(CONTEXT_SWAPS)}")
         self.records = list(records)
         self.sampler = sampler if negatives else None
         self.negatives = negatives
         self.swap_context = swap_context
+        self.context_swap = context_swap
         self.seed = seed
         self.pool = Pool(sorted({p for r in self.records for p in r.images}))
         self.context_pool = sorted({r.context for r in self.records if r.context})
@@ -87,7 +99,8 @@ class PreferenceDataset(Dataset):
         others = [c for c in self.context_pool if c != record.context]
         if not others:
             raise RecordError("swapped-context branches need at least two distinct contexts in the data")
-        generator = seeded_generator(self.seed, record.id, self.epoch, CONTEXT_STREAM)
+        epoch = self.epoch if self.context_swap == "per_epoch" else 0
+        generator = seeded_generator(self.seed, record.id, epoch, CONTEXT_STREAM)
         return others[int(torch.randint(len(others), (1,), generator=generator))]
 
     def fingerprint_fields(self) -> dict[str, Any]:
@@ -98,18 +111,20 @@ class PreferenceDataset(Dataset):
             "sampler": None if self.sampler is None else self.sampler.fingerprint_fields(),
             "pool": _digest(self.pool.images),
             "context_pool": _digest(self.context_pool) if self.swap_context else None,
+            # only with swapped contexts, so that the fingerprints of other runs stay as they were
+            **({"context_swap": self.context_swap} if self.swap_context else {}),
         }
 
     def epoch_dependent(self, branch: Branch) -> bool:
         """Whether the inputs of ``branch`` change with the epoch (its cache entries are then per epoch)."""
-        return draws_per_epoch(branch, self.sampler)
+        return draws_per_epoch(branch, self.sampler, self.context_swap)
 
 
-def draws_per_epoch(branch: Branch, sampler: NegativeSampler | None) -> bool:
+def draws_per_epoch(branch: Branch, sampler: NegativeSampler | None, context_swap: str = "per_epoch") -> bool:
     """Whether the inputs of ``branch`` are drawn anew each epoch: a negative of an epoch-dependent
-    sampler, or a swapped context."""
+    sampler, or a swapped context drawn ``per_epoch``."""
     negative = branch.image == "negative" and sampler is not None and sampler.epoch_dependent
-    return negative or branch.context == "swapped"
+    return negative or (branch.context == "swapped" and context_swap == "per_epoch")
 
 
 def _digest(values: list[str]) -> str:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from mmpo.losses.base import Loss, LossInputs, LossOutput, PreferenceLoss, Requirements
 from mmpo.losses.dpo import DPOLoss
 from mmpo.losses.ipo import IPOLoss
+from mmpo.losses.mcm_dpo import MCMDPOLoss
 from mmpo.losses.mdpo import MDPOLoss
 from mmpo.losses.metrics import preference_metrics
 from mmpo.losses.sft import SFTLoss
@@ -31,6 +32,7 @@ __all__ = [
     "Loss",
     "LossInputs",
     "LossOutput",
+    "MCMDPOLoss",
     "MDPOLoss",
     "PreferenceLoss",
     "Requirements",
