@@ -117,8 +117,12 @@ def test_the_seven_losers_are_the_spec_tuples_and_all_eight_branches_distinct():
 
 
 @pytest.mark.parametrize(("aggregation", "steps"), [("single_sigmoid", 1.0), ("sum", 2.8)])
-def test_policy_equal_reference_gives_log2_times_the_aggregation(aggregation, steps):
-    assert MCMDPOLoss(aggregation=aggregation)(POLICY, POLICY).loss.item() == pytest.approx(steps * LOG2)
+def test_policy_equal_reference_gives_log2_per_sigmoid_term(aggregation, steps):
+    out = MCMDPOLoss(aggregation=aggregation)(POLICY, POLICY)
+    assert out.loss.item() == pytest.approx(steps * LOG2)
+    for name in COMPONENTS if aggregation == "sum" else ():
+        assert out.terms[name].item() == pytest.approx(LOG2), name  # every margin is 0: -log sigma(0)
+    assert all(out.metrics[f"margins/{name}"].item() == 0 for name in COMPONENTS)
 
 
 @pytest.mark.parametrize("aggregation", ["single_sigmoid", "sum"])
