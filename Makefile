@@ -13,8 +13,9 @@ export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
-        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo repro-chip-shapes \
-        repro-misp-dpo-table1
+        repro-shapes repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 \
+        repro-mdpo-table1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-chip-shapes \
+        repro-misp-dpo-table1 repro-mcm-dpo
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -150,6 +151,23 @@ repro-misp-dpo-table1: sft-base ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, 
 	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=random_image hydra.sweep.dir=$(REPRO)/misp_dpo_table1/random_multi_negative
 	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=sae hydra.sweep.dir=$(REPRO)/misp_dpo_table1/misp_dpo
 	$(BENCH_TABLE) $(REPRO)/misp_dpo_table1 --out $(REPRO)/misp_dpo_table1/results $(BENCH_IGNORE)
+
+# MCM-DPO on the shapes alt-text task (src/mmpo/data/shapes.py): the alt-text SFT base (cached, built on the
+# shapes SFT base), then DPO and MCM-DPO from it with the same settings, 3 seeds, each scored by
+# benchmark=shapes_alt_text after training; the SFT row is the base itself; then the incremental components.
+MCM_SWEEP := $(PY) train.py -m experiment=mcm_dpo_shapes benchmark=shapes_alt_text
+MCM_METRICS := 'shapes_alt_text/bleu_4' 'shapes_alt_text/cumulative_bleu_4' 'shapes_alt_text/meteor' \
+	'shapes_alt_text/rouge_l' 'shapes_alt_text/cider' val/rewards/accuracies val/accuracies/context
+repro-mcm-dpo: install nltk-data ## MCM-DPO on shapes alt-text: SFT / DPO / MCM-DPO x 3 seeds, components 1..7
+	rm -rf $(REPRO)/mcm_dpo
+	base=$$($(PY) -m mmpo.bases sft_alt_text_shapes | tail -1) && \
+		$(PY) evaluate.py run=$$base benchmark=shapes_alt_text && \
+		$(MCM_SWEEP) seed=$(SEEDS) loss=dpo,mcm_dpo hydra.sweep.dir=$(REPRO)/mcm_dpo/methods && \
+		$(PY) scripts/results_table.py $$base $(REPRO)/mcm_dpo/methods --metrics $(MCM_METRICS) --wandb off \
+			--out $(REPRO)/mcm_dpo/methods/results
+	$(MCM_SWEEP) seed=0 loss.components=1,2,3,4,5,6,7 hydra.sweep.dir=$(REPRO)/mcm_dpo/components
+	$(PY) scripts/results_table.py $(REPRO)/mcm_dpo/components --metrics $(MCM_METRICS) --wandb off \
+		--out $(REPRO)/mcm_dpo/components/results
 
 clean: ## Remove run outputs, generated data, caches (keeps .venv)
 	rm -rf outputs multirun data/shapes .pytest_cache .ruff_cache

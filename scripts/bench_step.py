@@ -2,6 +2,7 @@
 
     python scripts/bench_step.py                      # DPO and mDPO, every mode: ~8 min on 2 idle cores
     python scripts/bench_step.py --layers 4 --batch-size 1 --repeats 5 --losses dpo
+    python scripts/bench_step.py --losses dpo,mcm_dpo        # MCM-DPO's 8-branch step against DPO's
 
 The proxy keeps what decides the step's cost structure at 7B: 576 image tokens from a CLIP-style tower
 (336 px, patch 14), ~70 prompt text tokens, ~100-token responses, a 32k vocabulary and a Llama LM
@@ -22,6 +23,8 @@ the TRL-style step) measured in the same round. Reported:
   against the minimum ``sum over (image, prompt) groups of P + sum_j n_j``, vision-tower calls and
   images, LM-head rows, FLOPs of the whole step (``FlopCounterMode``; masked SDPA counts dense) split
   into LM head / vision / the rest (LLM layers and attention);
+- with ``dpo`` among the losses, each loss's step time relative to DPO's in the same configuration
+  (MCM-DPO: 8 branches in 4 (image, context) groups against DPO's 2 branches in 1);
 - the ideal speedup of the §1 work model of docs/reference/performance.md (LoRA + checkpointing: a
   policy token costs 3 token-forwards, a reference token 1), which ignores the LM head: it is the
   projection to 7B, where the head is ~2% of the FLOPs instead of the proxy's ~50%.
@@ -52,13 +55,17 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 from mmpo.branches import Branch
 from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows, concat_rows
 from mmpo.engine.cache import ReferenceCache, fingerprint
-from mmpo.losses import DPOLoss, MDPOLoss, PreferenceLoss
+from mmpo.losses import DPOLoss, MCMDPOLoss, MDPOLoss, PreferenceLoss
 from mmpo.models.families import get_family
 from mmpo.models.loading import attach_lora
 from mmpo.modules.preference import PreferenceModule
 
 BOS, EOS = 1, 2
-LOSS_FACTORIES: dict[str, Callable[[], PreferenceLoss]] = {"dpo": DPOLoss, "mdpo": MDPOLoss}
+LOSS_FACTORIES: dict[str, Callable[[], PreferenceLoss]] = {
+    "dpo": DPOLoss,
+    "mdpo": MDPOLoss,
+    "mcm_dpo": MCMDPOLoss,
+}
 BASELINE = ("batched", "live")
 CONFIGS: tuple[tuple[str, str], ...] = (
     BASELINE,
@@ -165,7 +172,8 @@ def build_policy(args: argparse.Namespace) -> torch.nn.Module:
 
 def synthetic_batch(args: argparse.Namespace, branches: tuple[Branch, ...], seed: int = 0) -> PreferenceBatch:
     """Rows ``[bos | text | 576 image tokens | text | response | eos]`` per branch; chosen and rejected
-    share prompt ids and pixels, a corrupted or negative image gets its own pixels."""
+    share prompt ids and pixels, a corrupted or negative image gets its own pixels, a swapped context its
+    own text tokens (of the same length)."""
     generator = torch.Generator().manual_seed(seed)
     image_tokens = (args.image_size // 14) ** 2
     image_token, pad = special_ids(args)
@@ -194,12 +202,17 @@ def synthetic_batch(args: argparse.Namespace, branches: tuple[Branch, ...], seed
             "chosen": torch.cat([words(int(lengths[0]) - 1), torch.tensor([EOS])]),
             "rejected": torch.cat([words(int(lengths[1]) - 1), torch.tensor([EOS])]),
         }
+        prompts = {"original": prompt}
+        if any(b.context == "swapped" for b in branches):
+            prompts["swapped"] = torch.where(prompt == image_token, prompt, words(len(prompt)))
+            prompts["swapped"][0] = BOS
         images: dict[tuple[str, int], torch.Tensor] = {}
         for branch in branches:
             image = images.setdefault((branch.image, branch.k), pixels())
             response = responses[branch.response]
-            ids = torch.cat([prompt, response])[None]
-            labels = torch.cat([torch.full_like(prompt, IGNORE_INDEX), response])[None]
+            context = prompts[branch.context]
+            ids = torch.cat([context, response])[None]
+            labels = torch.cat([torch.full_like(context, IGNORE_INDEX), response])[None]
             per_branch[branch].append(
                 Rows(
                     {
@@ -501,15 +514,32 @@ def report(args, results: list[dict]) -> None:
         "\npeak MiB: growth of peak RSS over one step (VmHWM reset by /proc/self/clear_refs) after a warm-up "
         "step, one child process per row, glibc mmap/trim thresholds fixed at 128 KiB (freed tensors leave RSS)"
     )
+    if "dpo" in by_loss and len(by_loss) > 1:
+        print("\n## Step time relative to DPO's in the same configuration (median step s, ratio)\n")
+        dpo = {r["config"]: r["median_s"] for r in results if r["loss"] == "dpo"}
+        print("| loss | " + " | ".join(label(c) for c in CONFIGS) + " |")
+        print("|---|" + "---|" * len(CONFIGS))
+        for loss_name in by_loss:
+            if loss_name != "dpo":
+                cells = [
+                    f"{r['median_s']:.2f} (x{r['median_s'] / dpo[r['config']]:.2f})"
+                    for r in results
+                    if r["loss"] == loss_name
+                ]
+                print(f"| {loss_name} | " + " | ".join(cells) + " |")
     print("\n## Targets (shared_prefix + precomputed ref against batched + live ref)\n")
     for loss_name, base in by_loss.items():
         best = next(
             r for r in results if r["loss"] == loss_name and r["config"] == ("shared_prefix", "precomputed")
         )
-        lines = [
-            f"samples/s x{best['ratio']:.2f} (target >= {TARGETS[loss_name]})"
-            f" {'met' if best['ratio'] >= TARGETS[loss_name] else 'MISSED'}"
-        ]
+        target = TARGETS.get(loss_name)
+        lines = (
+            []
+            if target is None
+            else [
+                f"samples/s x{best['ratio']:.2f} (target >= {target}) {'met' if best['ratio'] >= target else 'MISSED'}"
+            ]
+        )
         if best["peak_mib"] is not None:
             ratio = best["peak_mib"] / base["peak_mib"]
             lines.append(

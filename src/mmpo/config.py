@@ -98,6 +98,7 @@ class DataSchema:
     on_error: str = "raise"
     image: str = "original"  # original | none (the "DPO (No Image)" ablation)
     context_template: str = "{prompt}\nContext:\n{context}"
+    context_swap: str = "per_epoch"  # per_epoch | per_record (MCM-DPO's official rule): mmpo.data.examples
     limit_train: int | None = None
     limit_val: int | None = None
     shapes: ShapesSchema = field(default_factory=ShapesSchema)

@@ -23,7 +23,7 @@ from mmpo.engine.reference import build_reference
 from mmpo.models.families import Family, get_family
 from mmpo.models.loading import attach_lora
 from mmpo.models.tiny import build_tiny_llava, build_tiny_qwen2vl
-from mmpo.negatives import CropSampler
+from mmpo.negatives import CropSampler, NegativeSampler
 
 BRANCH_SETS: dict[str, tuple[Branch, ...]] = {
     "dpo": (CHOSEN, REJECTED),
@@ -105,15 +105,18 @@ def collate(
     branches: Sequence[Branch],
     epoch: int = 0,
     seed: int = 0,
+    sampler: NegativeSampler | None = None,
+    context_swap: str = "per_epoch",
 ) -> PreferenceBatch:
-    """The batch the data module builds for ``records``: draws made by the data set (a crop sampler for
-    negative branches), rows by the collator."""
+    """The batch the data module builds for ``records``: draws made by the data set (``sampler``, default
+    a crop sampler, for negative branches), rows by the collator."""
     dataset = PreferenceDataset(
         records,
-        CropSampler(),
+        sampler or CropSampler(),
         negatives_needed(branches),
         swap_context=any(b.context == "swapped" for b in branches),
         seed=seed,
+        context_swap=context_swap,
     )
     dataset.epoch = epoch
     return PreferenceCollator(processor, family, branches)([dataset[i] for i in range(len(dataset))])

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from mmpo.branches import Branch, negatives_needed, rejected_needed
 from mmpo.data import shapes
 from mmpo.data.collator import IMAGE_MODES, TRUNCATION_MODES, PreferenceCollator
-from mmpo.data.examples import PreferenceDataset
+from mmpo.data.examples import CONTEXT_SWAPS, PreferenceDataset
 from mmpo.data.records import ON_ERROR, JsonlRecords, Records, RecordSource
 from mmpo.data.rows import PreferenceBatch
 from mmpo.data.sampling import EpochSampler
@@ -67,6 +67,7 @@ def data_problems(cfg: DictConfig) -> list[str]:
             ("truncation", TRUNCATION_MODES),
             ("on_error", ON_ERROR),
             ("image", IMAGE_MODES),
+            ("context_swap", CONTEXT_SWAPS),
         )
         if cfg[key] not in allowed
     ]
@@ -194,6 +195,7 @@ class PreferenceDataModule(L.LightningDataModule):
                 negatives_needed(branches),
                 swap_context=any(b.context == "swapped" for b in branches),
                 seed=self.seed,
+                context_swap=self.cfg.context_swap,
             )
         sizes = " / ".join(f"{len(self.datasets[s])} {s}" for s in SPLITS)
         log.info("data: %s records from %s (%s)", sizes, self.directory, self.cfg.format)

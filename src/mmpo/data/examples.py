@@ -9,6 +9,12 @@ worker draws what the main process would. The collator then only builds rows.
 The records may be a lazy view (:class:`~mmpo.data.records.Records`): a record is parsed and its images
 decoded only when its example is asked for, in the dataloader worker that asks. The epoch lives in shared
 memory, so persistent workers see the epoch the module sets.
+
+The swapped context follows ``data.context_swap`` (:data:`CONTEXT_SWAPS`): ``per_epoch`` draws it anew
+each epoch, from (seed, record id, epoch); ``per_record`` draws it once per record, from (seed, record id)
+(the epoch-0 draw, kept in every epoch), as MCM-DPO's official ``DPODataset`` does (``random.seed(i)``
+for item ``i``, methods.md §2.4). Either way it is another record's context, distinct from the record's
+own.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from mmpo.images import load_image
 from mmpo.negatives.base import Negative, NegativeSampler, Pool, seeded_generator
 
 CONTEXT_STREAM = "context"
+CONTEXT_SWAPS = ("per_epoch", "per_record")
+"""``data.context_swap``: the swapped context is drawn per (seed, record id, epoch) or per (seed, record id)."""
 
 
 @dataclass
@@ -47,8 +55,9 @@ class PreferenceDataset(Dataset):
     """Records of one split; ``epoch`` (set by the module) seeds the draws of :meth:`__getitem__`.
 
     ``negatives``: how many negatives each example gets from ``sampler``; ``swap_context``: whether
-    examples draw another record's context (from ``context_pool``). The pool of images that draws of
-    other images pick from is gathered from the records the first time a sampler reads it."""
+    examples draw another record's context (from ``context_pool``), by the rule ``context_swap``. The
+    pool of images that draws of other images pick from is gathered from the records the first time a
+    sampler reads it."""
 
     def __init__(
         self,
@@ -57,13 +66,17 @@ class PreferenceDataset(Dataset):
         negatives: int = 0,
         swap_context: bool = False,
         seed: int = 0,
+        context_swap: str = "per_epoch",
     ):
         if negatives and sampler is None:
             raise ValueError(f"{negatives} negative image(s) per record need a negative_sampler")
+        if context_swap not in CONTEXT_SWAPS:
+            raise ValueError(f"data.context_swap={context_swap!r}; allowed: {list(CONTEXT_SWAPS)}")
         self.records = records
         self.sampler = sampler if negatives else None
         self.negatives = negatives
         self.swap_context = swap_context
+        self.context_swap = context_swap
         self.seed = seed
         self.pool = Pool(ImagesOf(records))
         self.context_pool = sorted({r.context for r in records if r.context}) if swap_context else []
@@ -107,6 +120,7 @@ class PreferenceDataset(Dataset):
         others = [c for c in self.context_pool if c != record.context]
         if not others:
             raise RecordError("swapped-context branches need at least two distinct contexts in the data")
+        epoch = epoch if self.context_swap == "per_epoch" else 0
         generator = seeded_generator(self.seed, record.id, epoch, CONTEXT_STREAM)
         return others[int(torch.randint(len(others), (1,), generator=generator))]
 
@@ -118,11 +132,13 @@ class PreferenceDataset(Dataset):
             "sampler": None if self.sampler is None else self.sampler.fingerprint_fields(),
             "pool": _digest(list(self.pool.images)),
             "context_pool": _digest(self.context_pool) if self.swap_context else None,
+            # only with swapped contexts, so that the fingerprints of other runs stay as they were
+            **({"context_swap": self.context_swap} if self.swap_context else {}),
         }
 
     def epoch_dependent(self, branch: Branch) -> bool:
         """Whether the inputs of ``branch`` change with the epoch (its cache entries are then per epoch)."""
-        return draws_per_epoch(branch, self.sampler)
+        return draws_per_epoch(branch, self.sampler, self.context_swap)
 
 
 class ImagesOf(Sequence[str]):
@@ -144,11 +160,11 @@ class ImagesOf(Sequence[str]):
         return self._all()[index]
 
 
-def draws_per_epoch(branch: Branch, sampler: NegativeSampler | None) -> bool:
+def draws_per_epoch(branch: Branch, sampler: NegativeSampler | None, context_swap: str = "per_epoch") -> bool:
     """Whether the inputs of ``branch`` are drawn anew each epoch: a negative of an epoch-dependent
-    sampler, or a swapped context."""
+    sampler, or a swapped context drawn ``per_epoch``."""
     negative = branch.image == "negative" and sampler is not None and sampler.epoch_dependent
-    return negative or branch.context == "swapped"
+    return negative or (branch.context == "swapped" and context_swap == "per_epoch")
 
 
 def _digest(values: list[str]) -> str:

@@ -14,6 +14,20 @@ Files (splits are by scene: no image is in two of them):
 - ``sft.jsonl`` (``SFT_SCENES_PER_SCENE * num_scenes`` scenes of their own): the SFT mixture, per scene
   one caption and one yes/no question per present object plus as many about absent ones (alternately
   one sharing a colour or a shape with a present object, and any absent one). No ``rejected``.
+- ``alt_text_{train,val,test}.jsonl`` (the scenes and images of ``{train,val,test}.jsonl``): MCM-DPO's
+  alt-text task (:data:`ALT_TEXT_PROMPT`), :data:`ALT_TEXT_PER_SCENE` records per scene. The context names
+  who posted the picture and which object is its subject (``"Posted by Maya. The subject is the blue
+  square."``), which the image alone does not tell; the chosen alt-text mentions both and places the
+  subject in the image (``"Maya's photo of a blue square at the top right, next to a red circle at the
+  bottom left."``). The rejected one (:data:`ALT_TEXT_REJECTIONS`, uniformly) ignores the context
+  (``generic``: the plain caption), hallucinates an object (``hallucinated``) or names another poster
+  (``wrong_poster``). ``alt_text_test.jsonl`` is the ``shapes_alt_text`` benchmark (chosen = reference).
+- ``alt_text_sft.jsonl`` (the scenes and images of ``sft.jsonl``): one alt-text record per scene, no
+  ``rejected``. Its annotator ignores the context in :data:`ALT_TEXT_GENERIC_RATE` of them and writes the
+  plain caption, a habit an SFT model repeats and the ``generic`` preference pairs target.
+
+The alt-text files draw from generators of their own, so every other file is as the world's format 3
+wrote it.
 
 How the SFT base comes to hallucinate, and why the preference pairs fix it. Real SFT captions are
 written by annotators (or models) with habits, and a model trained on them repeats those habits. The
@@ -62,9 +76,15 @@ SFT_SCENES_PER_SCENE = 10
 # The SFT annotator's habit: it calls an object of a key by its value, in MISLABEL_RATE of its captions.
 MISLABELS: dict[str, str] = {"orange circle": "red circle"}
 MISLABEL_RATE = 0.75
-FORMAT_VERSION = (
-    3  # 2: 'an orange ...'; 3: sft split (annotated captions, more questions), 0.5/0.1/0.4 splits
-)
+# 2: 'an orange ...'; 3: sft split (annotated captions, more questions), 0.5/0.1/0.4 splits; 4: alt-text files
+FORMAT_VERSION = 4
+# The alt-text task (MCM-DPO's instruction, methods.md §2.1) and its contexts.
+ALT_TEXT_PROMPT = "Given an image and context, generate alt-text for the image."
+POSTERS: tuple[str, ...] = ("Maya", "Leo", "Ana", "Sam", "Iris", "Omar")
+ALT_TEXT_PER_SCENE = 2
+ALT_TEXT_REJECTIONS: tuple[str, ...] = ("generic", "hallucinated", "wrong_poster")
+# The SFT alt-text annotator's habit: the plain caption, ignoring the context, in this share of records.
+ALT_TEXT_GENERIC_RATE = 0.6
 
 
 @dataclass(frozen=True)
@@ -124,10 +144,15 @@ def with_article(name: str) -> str:
     return ("an " if name[0] in "aeiou" else "a ") + name
 
 
+def listing(objects: tuple[ShapeObject, ...] | list[ShapeObject]) -> str:
+    """'a red circle at the top left, a green square at the top right and a blue square at the bottom right'"""
+    parts = [f"{with_article(o.name)} at the {o.cell}" for o in objects]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def describe(objects: tuple[ShapeObject, ...] | list[ShapeObject]) -> str:
     """'A red circle at the top left and a blue square at the bottom right.'"""
-    parts = [f"{with_article(o.name)} at the {o.cell}" for o in objects]
-    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    text = listing(objects)
     return text[0].upper() + text[1:] + "."
 
 
@@ -232,6 +257,76 @@ def sft_records(scene: Scene, image_path: str, rng: random.Random) -> list[dict]
     return [caption, *questions]
 
 
+def alt_text_context(poster: str, subject: ShapeObject) -> str:
+    """'Posted by Maya. The subject is the blue square.'"""
+    return f"Posted by {poster}. The subject is the {subject.name}."
+
+
+def alt_text(poster: str, subject: ShapeObject, objects: tuple[ShapeObject, ...] | list[ShapeObject]) -> str:
+    """'Maya's photo of a blue square at the top right, next to a red circle at the bottom left.'"""
+    others = [o for o in objects if o.cell != subject.cell]
+    text = f"{poster}'s photo of {with_article(subject.name)} at the {subject.cell}"
+    return text + (f", next to {listing(others)}." if others else ".")
+
+
+def alt_text_records(scene: Scene, image_path: str, rng: random.Random) -> list[dict]:
+    """:data:`ALT_TEXT_PER_SCENE` alt-text pairs of one scene, each with its own (poster, subject)."""
+    meta = scene_meta(scene)
+    pairs = [(poster, index) for poster in POSTERS for index in range(len(scene.objects))]
+    records = []
+    for k, (poster, index) in enumerate(rng.sample(pairs, ALT_TEXT_PER_SCENE)):
+        subject = scene.objects[index]
+        rejection = rng.choice(ALT_TEXT_REJECTIONS)
+        if rejection == "generic":
+            rejected = describe(scene.objects)
+        elif rejection == "hallucinated":
+            wrong_objects, _ = hallucinate(scene, rng)
+            rejected = alt_text(poster, wrong_objects[index], wrong_objects)
+        else:
+            rejected = alt_text(rng.choice([p for p in POSTERS if p != poster]), subject, scene.objects)
+        records.append(
+            {
+                "id": f"{scene.id}-alt{k}",
+                "images": [image_path],
+                "prompt": ALT_TEXT_PROMPT,
+                "context": alt_text_context(poster, subject),
+                "chosen": alt_text(poster, subject, scene.objects),
+                "rejected": rejected,
+                "meta": {
+                    **meta,
+                    "kind": "alt_text",
+                    "poster": poster,
+                    "subject": subject.name,
+                    "rejection": rejection,
+                },
+            }
+        )
+    return records
+
+
+def sft_alt_text_records(scene: Scene, image_path: str, rng: random.Random) -> list[dict]:
+    """The SFT annotator's alt-text of one scene: the plain caption in :data:`ALT_TEXT_GENERIC_RATE` of
+    scenes (the context ignored), else the alt-text the context asks for."""
+    poster, subject = rng.choice(POSTERS), rng.choice(scene.objects)
+    generic = rng.random() < ALT_TEXT_GENERIC_RATE
+    return [
+        {
+            "id": f"{scene.id}-alt",
+            "images": [image_path],
+            "prompt": ALT_TEXT_PROMPT,
+            "context": alt_text_context(poster, subject),
+            "chosen": describe(scene.objects) if generic else alt_text(poster, subject, scene.objects),
+            "meta": {
+                **scene_meta(scene),
+                "kind": "alt_text",
+                "poster": poster,
+                "subject": subject.name,
+                "annotated": "generic" if generic else "alt_text",
+            },
+        }
+    ]
+
+
 def vocabulary_corpus() -> Iterator[str]:
     """Every word the shapes world uses, for training the tiny models' tokenizers."""
     rng = random.Random(0)
@@ -245,7 +340,7 @@ def vocabulary_corpus() -> Iterator[str]:
 
 
 def generate(out_dir: str | Path, num_scenes: int = 400, seed: int = 0, image_size: int = 64) -> Path:
-    """Write ``{train,val,test}.jsonl`` and ``images/`` under ``out_dir``; reuse an identical earlier build.
+    """Write the splits (module docstring) and ``images/`` under ``out_dir``; reuse an identical earlier build.
 
     Splits are by scene, so held-out images never appear in training. Safe when several processes
     (DDP ranks, parallel sweep jobs) ask for the same world at once: one builds it under a file lock, the
@@ -290,13 +385,24 @@ def _write_world(out: Path, num_scenes: int, seed: int, image_size: int) -> None
     with open(out / "scenes.jsonl", "w") as f:
         for scene in scenes + sft_scenes:
             f.write(json.dumps(asdict(scene)) + "\n")
+    # the alt-text files show the scenes (and images) above, each drawing from a generator of its own
+    for split, (lo, hi) in bounds.items():
+        alt_rng = random.Random(f"{seed}:alt_text:{split}")
+        _write_split(out / f"alt_text_{split}.jsonl", scenes[lo:hi], alt_text_records, alt_rng)
+    sft_alt_rng = random.Random(f"{seed}:alt_text:sft")
+    _write_split(out / "alt_text_sft.jsonl", sft_scenes, sft_alt_text_records, sft_alt_rng)
 
 
-def _write_split(path: Path, scenes: list[Scene], make_records, rng: random.Random, image_size: int) -> None:
+def _write_split(
+    path: Path, scenes: list[Scene], make_records, rng: random.Random, image_size: int | None = None
+) -> None:
+    """The records of ``scenes``; each scene's image is rendered too unless ``image_size`` is None (the
+    images of another split)."""
     with open(path, "w") as f:
         for scene in scenes:
             image_path = f"images/{scene.id}.png"
-            render(scene, image_size).save(path.parent / image_path)
+            if image_size is not None:
+                render(scene, image_size).save(path.parent / image_path)
             for record in make_records(scene, image_path, rng):
                 f.write(json.dumps(record) + "\n")
 

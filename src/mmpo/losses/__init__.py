@@ -13,6 +13,7 @@ from mmpo.losses.chip import CHiPLoss
 from mmpo.losses.dpo import DPOLoss
 from mmpo.losses.ipo import IPOLoss
 from mmpo.losses.kto import KTOLoss
+from mmpo.losses.mcm_dpo import MCMDPOLoss
 from mmpo.losses.mdpo import MDPOLoss
 from mmpo.losses.metrics import preference_metrics
 from mmpo.losses.mixture import Mixture
@@ -39,6 +40,7 @@ __all__ = [
     "Loss",
     "LossInputs",
     "LossOutput",
+    "MCMDPOLoss",
     "MDPOLoss",
     "Mixture",
     "ORPOLoss",

@@ -43,9 +43,10 @@ class DataPlan:
     requirements: Requirements
     branches: dict[str, list[Branch]]
     samplers: dict[str, NegativeSampler | None]
+    context_swap: str = "per_epoch"
 
     def epoch_dependent(self, split: str, branch: Branch) -> bool:
-        return draws_per_epoch(branch, self.samplers[split])
+        return draws_per_epoch(branch, self.samplers[split], self.context_swap)
 
 
 def loss_name(cfg: DictConfig) -> str:
@@ -66,7 +67,11 @@ def plan(cfg: DictConfig, requirements: Requirements) -> DataPlan:
     if samplers["val"] is not None and CHOSEN_NEGATIVE not in val:
         val.append(CHOSEN_NEGATIVE)  # image-reliance diagnostics on held-out pairs
     return DataPlan(
-        loss_name(cfg), requirements, {"train": list(requirements.branches), "val": val}, samplers
+        loss_name(cfg),
+        requirements,
+        {"train": list(requirements.branches), "val": val},
+        samplers,
+        cfg.data.context_swap,
     )
 
 
