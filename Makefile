@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
-        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo
+        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo repro-maple
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -107,6 +107,17 @@ repro-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDP
 	$(TABLE) $(REPRO)/mdpo_fig1 --out $(REPRO)/mdpo_fig1/results
 
 repro-mdpo: repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 ## All three mDPO ablation tables
+
+MAPLE_SWEEP := $(PY) train.py -m experiment=maple_shapes seed=$(SEEDS)
+MAPLE_METRICS := 'shapes_retrieval/t2i/R@1' 'shapes_retrieval/i2t/R@1' shapes_retrieval/text shapes_retrieval/image \
+        shapes_retrieval/group val/t2i/reward_agreement val/i2t/reward_agreement
+repro-maple: sft-base ## MAPLE loss ablation on shapes: contrastive / RPA pairwise / +listwise / +extended negatives, 3 seeds
+	rm -rf $(REPRO)/maple
+	$(MAPLE_SWEEP) loss.weight=0 hydra.sweep.dir=$(REPRO)/maple/contrast
+	$(MAPLE_SWEEP) loss.weight=1 loss.rpa=pairwise hydra.sweep.dir=$(REPRO)/maple/rpa_pairwise
+	$(MAPLE_SWEEP) loss.extended_negatives=false hydra.sweep.dir=$(REPRO)/maple/listwise
+	$(MAPLE_SWEEP) hydra.sweep.dir=$(REPRO)/maple/full
+	$(PY) scripts/results_table.py --metrics $(MAPLE_METRICS) --wandb off $(REPRO)/maple --out $(REPRO)/maple/results
 
 clean: ## Remove run outputs, generated data, caches (keeps .venv)
 	rm -rf outputs multirun data/shapes .pytest_cache .ruff_cache

@@ -136,3 +136,23 @@ def test_files_data_needs_its_candidate_files_at_start_up(tmp_path):
     assert problems[2].startswith(f"module.candidates.val: '{tmp_path / 'mine.jsonl'}' does not exist")
     assert len(problems) == 3
     assert candidate_problems(data_cfg(tmp_path), candidates_cfg()) == []  # shapes builds its own
+
+
+def test_the_training_order_is_the_seeded_epoch_order_and_resumes_mid_epoch(world):
+    """The anchors' order of an epoch is EpochSampler's permutation for (seed, epoch), not torch's global
+    generator; resume_at(e, b) starts epoch e at its (b+1)-th batch, then epochs run whole again."""
+    from mmpo.data.sampling import EpochSampler
+
+    ready(world)  # builds the files
+    datamodule = CandidateDataModule(data_cfg(world, shuffle=True), candidates_cfg(), seed=5)
+    datamodule.setup()
+    anchors = [a.id for a in datamodule.datasets["train"]]
+    expected = [anchors[i] for i in EpochSampler(len(anchors), True, 5).order(1)]
+    assert expected != anchors  # a shuffle
+    datamodule.resume_at(1, 2)
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(1)
+    assert [i for batch in loader for i in batch.ids] == expected[2 * 3 :]
+    assert [i for batch in loader for i in batch.ids] == expected  # the next pass of epoch 1: whole
+    val = [i for batch in datamodule.val_dataloader() for i in batch.ids]
+    assert val == [a.id for a in datamodule.datasets["val"]]  # validation: in record order, not resumed

@@ -33,7 +33,6 @@ SHRUNK = [
     f"module.candidates.k={K}",
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=1",
-    "benchmark=[shapes_retrieval]",
     "benchmarks.shapes_retrieval.world.num_scenes=40",
     "benchmarks.shapes_retrieval.limit=6",
 ]
@@ -47,7 +46,7 @@ def maple_run(tmp_path_factory) -> Path:
         *SHRUNK, f"paths.log_dir={tmp / 'outputs'}", f"paths.data_dir={tmp / 'data'}", run_dir=out
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "run: reward tiny_llava_shapes, questions shapes_objects" in proc.stdout + proc.stderr
+    assert "run: reward tiny_llava_shapes_sft, questions shapes_objects" in proc.stdout + proc.stderr
     return out
 
 
@@ -64,9 +63,13 @@ def test_maple_shapes_trains_on_the_cpu_and_writes_adapter_results_and_gap_plot(
     assert results["model"]["weights"] == "adapter"
     assert (maple_run / "modality_gap.png").stat().st_size > 0
     summary = (maple_run / "summary.txt").read_text()
-    assert "loss=rpa model=tiny_llava_shapes" in summary and "train/reward_cache/hit_rate=1.0000" in summary
+    assert (
+        "loss=rpa model=tiny_llava_shapes_sft" in summary and "train/reward_cache/hit_rate=1.0000" in summary
+    )
     for key in ("val/gap/W_disc", "val/gap/W_dist", "val/t2i/reward_agreement", "train/loss/rpa_i2t_step"):
         assert epoch_rows(maple_run, key), key
+    # the experiment's own benchmark (no benchmark= override above), logged with the run's metrics too
+    assert epoch_rows(maple_run, "benchmark/shapes_retrieval/t2i/R@1") == [results["metrics"]["t2i/R@1"]]
 
 
 def test_the_second_epoch_finds_every_reward_in_the_cache(maple_run):
@@ -183,3 +186,15 @@ def test_missing_candidate_files_and_mismatched_kinds_fail_at_start_up(compose, 
     assert problems_of(compose, ["loss=rpa", "module=preference"])[-1] == (
         "loss=rpa trains a 'embedding' module; module=preference cannot"
     )
+
+
+def test_the_paper_experiment_composes_with_its_settings_and_names_what_this_machine_lacks(compose, tmp_path):
+    cfg = compose(["experiment=maple_qwen2vl2b"], small=False)
+    assert (cfg.model.name, cfg.model.family, cfg.model.lora.r) == ("qwen2vl_2b_embed", "qwen2_vl", 32)
+    assert cfg.model.freeze.vision_tower and cfg.model.freeze.projector and cfg.model.gradient_checkpointing
+    assert (cfg.reward_model.name, cfg.model.dtype) == ("qwen2vl_7b", "bfloat16")
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.module.embedder.bidirectional) == (8, 96, True)
+    assert cfg.get("val_negative_sampler") is None
+    problems = problems_of(compose, ["experiment=maple_qwen2vl2b"])
+    assert [p.split("=")[0] for p in problems[:2]] == ["model.path", "reward_model.path"]
+    assert problems[-1].startswith("trainer.accelerator=gpu but this machine has no CUDA device")

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from mmpo.data import shapes
 from mmpo.data.datamodule import SPLITS, resolve_data_dir
 from mmpo.data.records import ReadReport, Record, RecordError, read_records
+from mmpo.data.sampling import epoch_sampler
 from mmpo.images import load_image
 
 log = logging.getLogger(__name__)
@@ -205,12 +206,16 @@ class CandidateDataModule(L.LightningDataModule):
         cfg: the ``data`` node (records, batch size, limits, ``on_error``).
         candidates: ``module.candidates``: the candidate file of each split (:func:`candidate_file`),
             ``k``, and ``seed`` (the shapes world's choice among a scene's variants).
+        seed: the run's seed: the anchors' order of each epoch, sharded over ranks and resumable
+            mid-epoch (:class:`~mmpo.data.sampling.EpochSampler`).
     """
 
-    def __init__(self, cfg: DictConfig, candidates: DictConfig):
+    def __init__(self, cfg: DictConfig, candidates: DictConfig, seed: int = 0):
         super().__init__()
         self.cfg = cfg
         self.candidates = candidates
+        self.seed = seed
+        self._resume: tuple[int, int] | None = None
         self.report = ReadReport()
         self.without_candidates: dict[str, int] = {}
         self.datasets: dict[str, list[Anchor]] = {}
@@ -252,11 +257,17 @@ class CandidateDataModule(L.LightningDataModule):
             " / ".join(f"{self.without_candidates[s]} {s}" for s in SPLITS),
         )
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Continue training after the first ``batches`` batches of ``epoch`` (a checkpoint saved mid-epoch)."""
+        self._resume = (epoch, batches)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        resume = self._resume if split == "train" else None
+        sampler = epoch_sampler(len(self.datasets[split]), shuffle, self.seed, self.cfg.batch_size, resume)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
             collate_fn=partial(collate, k=self.candidates.k),
         )

@@ -168,7 +168,9 @@ class EmbeddingModule(TrainingModule):
             batch_size=settings.batch_size,
             cache=settings.cache,
         )
-        datamodule = build_from(cfg.module.datamodule, cfg=cfg.data, candidates=cfg.module.candidates)
+        datamodule = build_from(
+            cfg.module.datamodule, cfg=cfg.data, candidates=cfg.module.candidates, seed=cfg.seed
+        )
         name = cfg.reward_model.name + (
             f" from {cfg.reward_model.init_from}" if cfg.reward_model.init_from else ""
         )
@@ -272,10 +274,13 @@ class EmbeddingModule(TrainingModule):
     def validation_step(self, batch: CandidateBatch, batch_idx: int):
         self._step(batch, "val")
 
-    # ---- the reward cache's lookups, per training epoch ---------------------------------------------------
+    # ---- the reward model's device; the reward cache's lookups, per training epoch ---------------------
     def on_fit_start(self) -> None:
         self.embedder.model.train()  # HF enables gradient checkpointing only in train mode
         self.reward.scorer.model.to(self.device)
+
+    def on_validation_start(self) -> None:
+        self.reward.scorer.model.to(self.device)  # trainer.validate before fit (validate_before_training)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_lookups.zero_()
