@@ -198,3 +198,55 @@ def test_the_paper_experiment_composes_with_its_settings_and_names_what_this_mac
     problems = problems_of(compose, ["experiment=maple_qwen2vl2b"])
     assert [p.split("=")[0] for p in problems[:2]] == ["model.path", "reward_model.path"]
     assert problems[-1].startswith("trainer.accelerator=gpu but this machine has no CUDA device")
+
+
+def test_a_step_scores_each_directions_pairs_with_the_reward_model_and_embeds_every_item(tmp_path):
+    """t2i: alpha(candidate image, the anchor's caption); i2t: alpha(the anchor's image, candidate text); each
+    the reward MLLM's yes/no softmax of that pair alone (AlignmentScorer.alignment); column 0 the anchor's own
+    pair; absent candidates masked with reward 0; every embedding the item's own, encoded alone."""
+    from PIL import Image
+
+    from mmpo.data.candidate_sets import CandidateBatch
+    from mmpo.embedding.objective import MapleLoss
+    from mmpo.embedding.questions import QuestionScorer
+    from mmpo.embedding.scorer import AlignmentScorer
+    from tests.engine.conftest import BUILDERS
+
+    paths = []
+    for i, colour in enumerate([(220, 30, 30), (30, 60, 220), (30, 170, 50), (240, 200, 0), (90, 90, 90)]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (32, 32), colour).save(paths[-1])
+    images = [Image.open(p).convert("RGB") for p in paths]
+    captions = ["A red circle.", "A blue square."]
+    batch = CandidateBatch(
+        ids=["a", "b"],
+        images=images[:2],
+        image_keys=paths[:2],
+        texts=captions,
+        candidate_images=[images[2:4], images[4:5]],  # anchor b has one of k = 2
+        candidate_image_keys=[paths[2:4], paths[4:5]],
+        candidate_texts=[["A green circle.", "A red square."], []],
+        k=2,
+    )
+    policy, processor = BUILDERS["llava"]()
+    reward_model, reward_processor = BUILDERS["llava"]()
+    scorer = AlignmentScorer(reward_model, reward_processor, batch_size=3)
+    embedder = Embedder(policy, processor)
+    module = EmbeddingModule(embedder, QuestionScorer(scorer), MapleLoss(), {"lr": 0.0})
+    with torch.no_grad():
+        image_z, text_z, sets = module.candidate_sets(batch)
+        t2i, i2t = sets["image_candidates"], sets["text_candidates"]
+        alone = [scorer.alignment([p], [captions[0]]) for p in (paths[0], paths[2], paths[3])]
+        assert t2i.rewards[0].tolist() == pytest.approx(torch.cat(alone).tolist(), abs=1e-5)
+        alone = [scorer.alignment([p], [captions[1]]) for p in (paths[1], paths[4])]
+        assert t2i.rewards[1].tolist() == pytest.approx([*torch.cat(alone).tolist(), 0.0], abs=1e-5)
+        texts = [captions[0], "A green circle.", "A red square."]
+        assert i2t.rewards[0].tolist() == pytest.approx(
+            scorer.alignment([paths[0]] * 3, texts).tolist(), abs=1e-5
+        )
+        assert i2t.mask.tolist() == [[True, True, True], [True, False, False]]
+        assert t2i.mask.tolist() == [[True, True, True], [True, True, False]]
+        assert torch.allclose(t2i.embeddings[1, 1], embedder.encode_images([images[4]])[0], atol=1e-5)
+        assert torch.allclose(i2t.embeddings[0, 2], embedder.encode_texts(["A red square."])[0], atol=1e-5)
+        assert torch.equal(t2i.embeddings[:, 0], image_z) and torch.equal(i2t.embeddings[:, 0], text_z)
+        assert not t2i.embeddings[1, 2].any()
