@@ -13,7 +13,8 @@ export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
-        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo repro-maple
+        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo repro-chip-shapes \
+        repro-misp-dpo-table1 repro-maple
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -83,30 +84,72 @@ TABLE := $(PY) scripts/results_table.py --metrics $(TABLE_METRICS) --wandb off
 sft-base: install ## SFT the tiny VLM on the shapes world (once per code version and recipe); prints its directory
 	$(PY) -m mmpo.bases sft_shapes
 
-repro-mdpo-table2: sft-base ## mDPO Table 2 on shapes: full / -CoPO / -AncPO / -both (=DPO), 3 seeds
+repro-shapes-mdpo-table2: sft-base ## mDPO Table 2 on shapes: full / -CoPO / -AncPO / -both (=DPO), 3 seeds
 	rm -rf $(REPRO)/mdpo_table2
 	$(MDPO_SWEEP) loss.w_copo=1,0 loss.w_anc=1,0 hydra.sweep.dir=$(REPRO)/mdpo_table2
 	$(TABLE) $(REPRO)/mdpo_table2 --out $(REPRO)/mdpo_table2/results
 
-repro-mdpo-table3: sft-base ## mDPO Table 3 on shapes: rejected image = random image / crop 0-20% / crop 20-50% / MoCo v2
+repro-shapes-mdpo-table3: sft-base ## mDPO Table 3 on shapes: rejected image = random image / crop 0-20% / crop 20-50% / MoCo v2
 	rm -rf $(REPRO)/mdpo_table3
 	$(MDPO_SWEEP) negative_sampler=random_image,crop,crop_20_50,mocov2 negative_sampler@val_negative_sampler=crop hydra.sweep.dir=$(REPRO)/mdpo_table3
 	$(TABLE) $(REPRO)/mdpo_table3 --out $(REPRO)/mdpo_table3/results --ignore "negative_sampler@val_negative_sampler"
 
-repro-mdpo-table4: sft-base ## mDPO Table 4 on shapes: anchors y_w / y_w,y_l / y_w,y_l,m_l
+repro-shapes-mdpo-table4: sft-base ## mDPO Table 4 on shapes: anchors y_w / y_w,y_l / y_w,y_l,m_l
 	rm -rf $(REPRO)/mdpo_table4
 	$(MDPO_SWEEP) 'loss.anchors=[chosen],[chosen,rejected],[chosen,rejected,corrupted]' hydra.sweep.dir=$(REPRO)/mdpo_table4
 	$(TABLE) $(REPRO)/mdpo_table4 --out $(REPRO)/mdpo_table4/results
 
 PREF_SWEEP := $(PY) train.py -m experiment=demo_pref seed=$(SEEDS)
-repro-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDPO on held-out pairs, 3 seeds
+repro-shapes-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDPO on held-out pairs, 3 seeds
 	rm -rf $(REPRO)/mdpo_fig1
 	$(PREF_SWEEP) loss=dpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo
 	$(PREF_SWEEP) loss=dpo data.image=none hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo_noimage
 	$(PREF_SWEEP) loss=mdpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/mdpo
 	$(TABLE) $(REPRO)/mdpo_fig1 --out $(REPRO)/mdpo_fig1/results
 
-repro-mdpo: repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 ## All three mDPO ablation tables
+repro-shapes: repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 ## The whole chain on the CPU: SFT base, Fig. 1 and the ablation tables on shapes
+
+# ---- paper tables on the papers' models: without the local weights and data they print what to download,
+# where to put it and the GPU hours (src/mmpo/repro.py); with them they run the sweep.
+repro-mdpo-table1: install ## mDPO Table 1 on LLaVA-1.5-7B: DPO vs mDPO on MMHal, Object HalBench, AMBER
+	$(PY) -m mmpo.repro mdpo-table1
+repro-mdpo-table2: install ## mDPO Table 2 on LLaVA-1.5-7B: conditional / anchor term ablation
+	$(PY) -m mmpo.repro mdpo-table2
+repro-mdpo-table3: install ## mDPO Table 3 on LLaVA-1.5-7B: rejected-image choice
+	$(PY) -m mmpo.repro mdpo-table3
+repro-mdpo-table4: install ## mDPO Table 4 on LLaVA-1.5-7B: anchor choice
+	$(PY) -m mmpo.repro mdpo-table4
+
+# ---- the baselines of MISP-DPO's Table 1 on one data set and one evaluation --------------------------------
+# The demo's preference stage from the SFT base, every run benchmarked after training (shapes POPE, CHAIR) and
+# validated against the same diffusion-noised image (image reliance); mDPO with the single diffusion negative
+# MISP-DPO's reproduction uses (its §5.4), CHiP with its own (step 500).
+BENCH_SWEEP := $(PY) train.py -m experiment=demo_pref seed=$(SEEDS) benchmark=[shapes_pope,shapes_chair] \
+	negative_sampler@val_negative_sampler=diffusion
+BENCH_METRICS := shapes_pope/avg/accuracy shapes_pope/adversarial/accuracy shapes_pope/avg/f1 shapes_chair/CHAIRs shapes_chair/CHAIRi val/rewards/accuracies val/image_reliance/accuracy
+BENCH_TABLE := $(PY) scripts/results_table.py --metrics $(BENCH_METRICS) --wandb off
+BENCH_IGNORE := --ignore "negative_sampler@val_negative_sampler"
+define baseline-rows
+	$(BENCH_SWEEP) loss=dpo hydra.sweep.dir=$(1)/dpo
+	$(BENCH_SWEEP) loss=mdpo negative_sampler=diffusion hydra.sweep.dir=$(1)/mdpo
+	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion hydra.sweep.dir=$(1)/chip
+endef
+
+repro-chip-shapes: sft-base ## CHiP (as its code, and with the weighted noisy reference) beside DPO and mDPO on shapes, 3 seeds
+	rm -rf $(REPRO)/chip_shapes
+	$(call baseline-rows,$(REPRO)/chip_shapes)
+	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion loss.noisy_reference=weighted hydra.sweep.dir=$(REPRO)/chip_shapes/chip_weighted
+	$(BENCH_TABLE) $(REPRO)/chip_shapes --out $(REPRO)/chip_shapes/results $(BENCH_IGNORE)
+
+# loss=misp_dpo and negative_sampler=sae are built on branch misp-dpo: until they land, this target stops first
+repro-misp-dpo-table1: sft-base ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, random multi-negative, MISP-DPO, 3 seeds
+	@test -f conf/loss/misp_dpo.yaml -a -f conf/negative_sampler/sae.yaml || \
+		{ echo "repro-misp-dpo-table1 needs conf/loss/misp_dpo.yaml and conf/negative_sampler/sae.yaml (branch misp-dpo)"; exit 2; }
+	rm -rf $(REPRO)/misp_dpo_table1
+	$(call baseline-rows,$(REPRO)/misp_dpo_table1)
+	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=random_image hydra.sweep.dir=$(REPRO)/misp_dpo_table1/random_multi_negative
+	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=sae hydra.sweep.dir=$(REPRO)/misp_dpo_table1/misp_dpo
+	$(BENCH_TABLE) $(REPRO)/misp_dpo_table1 --out $(REPRO)/misp_dpo_table1/results $(BENCH_IGNORE)
 
 MAPLE_SWEEP := $(PY) train.py -m experiment=maple_shapes seed=$(SEEDS)
 MAPLE_METRICS := 'shapes_retrieval/t2i/R@1' 'shapes_retrieval/i2t/R@1' shapes_retrieval/text shapes_retrieval/image \
