@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 1
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
         repro-shapes repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 \
         repro-mdpo-table1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-chip-shapes \
-        repro-misp-dpo-table1 repro-mcm-dpo
+        repro-misp-dpo-table1 repro-mcm-dpo repro-maple
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -168,6 +168,17 @@ repro-mcm-dpo: install nltk-data ## MCM-DPO on shapes alt-text: SFT / DPO / MCM-
 	$(MCM_SWEEP) seed=0 loss.components=1,2,3,4,5,6,7 hydra.sweep.dir=$(REPRO)/mcm_dpo/components
 	$(PY) scripts/results_table.py $(REPRO)/mcm_dpo/components --metrics $(MCM_METRICS) --wandb off \
 		--out $(REPRO)/mcm_dpo/components/results
+
+MAPLE_SWEEP := $(PY) train.py -m experiment=maple_shapes seed=$(SEEDS)
+MAPLE_METRICS := 'shapes_retrieval/t2i/R@1' 'shapes_retrieval/i2t/R@1' shapes_retrieval/text shapes_retrieval/image \
+        shapes_retrieval/group val/t2i/reward_agreement val/i2t/reward_agreement
+repro-maple: sft-base ## MAPLE loss ablation on shapes: contrastive / RPA pairwise / +listwise / +extended negatives, 3 seeds
+	rm -rf $(REPRO)/maple
+	$(MAPLE_SWEEP) loss.weight=0 hydra.sweep.dir=$(REPRO)/maple/contrast
+	$(MAPLE_SWEEP) loss.weight=1 loss.rpa=pairwise hydra.sweep.dir=$(REPRO)/maple/rpa_pairwise
+	$(MAPLE_SWEEP) loss.extended_negatives=false hydra.sweep.dir=$(REPRO)/maple/listwise
+	$(MAPLE_SWEEP) hydra.sweep.dir=$(REPRO)/maple/full
+	$(PY) scripts/results_table.py --metrics $(MAPLE_METRICS) --wandb off $(REPRO)/maple --out $(REPRO)/maple/results
 
 clean: ## Remove run outputs, generated data, caches (keeps .venv)
 	rm -rf outputs multirun data/shapes .pytest_cache .ruff_cache

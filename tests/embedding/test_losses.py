@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from mmpo.embedding.contrastive import gather_with_grad, symmetric_info_nce
 from mmpo.embedding.objective import CandidateSet, MapleLoss
 from mmpo.embedding.rpa import candidate_similarities, listwise_rpa, pairwise_rpa, rpa_loss
+from mmpo.losses import Loss, Requirements
 
 
 def neg_log_sigmoid(x: float) -> float:
@@ -158,6 +159,44 @@ def test_maple_loss_options_are_checked():
     images, texts, *_ = batch(0)
     with pytest.raises(ValueError, match="needs image_candidates"):
         MapleLoss(weight=0.5)(images, texts)
+
+
+def test_maple_loss_is_a_loss_of_the_embedding_module_kind():
+    loss = MapleLoss()
+    assert isinstance(loss, Loss)
+    assert loss.requirements == Requirements((), reference=False, module="embedding")
+
+
+def test_maple_metrics_by_hand():
+    # two caption anchors with 3 image candidates each (column 0: the anchor's own image)
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    images = torch.tensor([[0.6, 0.8], [0.8, 0.6]])  # in batch: anchor 0 prefers image 1, anchor 1 image 0
+    candidates = torch.tensor(
+        [
+            [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]],  # cosines 1.0, 0.8, 0.0: the positive first
+            [[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]],  # cosines 1.0, 1.0, 0.0: a tie, not strictly first
+        ]
+    )
+    rewards = torch.tensor([[0.9, 0.2, 0.5], [0.9, 0.9, 0.1]])
+    out = MapleLoss(weight=1.0)(images, texts, image_candidates=CandidateSet(candidates, rewards))
+    metrics = {k: float(v) for k, v in out.metrics.items()}
+    assert metrics["t2i/positive_top1"] == 0.5
+    assert metrics["t2i/reward_positive_top1"] == 0.5  # anchor 1's reward ties too
+    # preferred pairs: anchor 0 (0>1, 0>2, 2>1): similarities agree on 0>1, 0>2, not 2>1;
+    # anchor 1 (0>2, 1>2): both agree
+    assert metrics["t2i/reward_agreement"] == pytest.approx(4 / 5)
+    assert metrics["i2t/in_batch_accuracy"] == 0.0 and metrics["t2i/in_batch_accuracy"] == 0.0
+    assert "i2t/positive_top1" not in metrics
+
+
+def test_maple_metrics_skip_masked_candidates():
+    texts = torch.tensor([[1.0, 0.0]])
+    candidates = torch.tensor([[[0.5, 0.5], [0.0, 1.0], [1.0, 0.0]]])  # the absent column is the closest
+    rewards = torch.tensor([[0.9, 0.1, 0.0]])
+    mask = torch.tensor([[True, True, False]])
+    out = MapleLoss(weight=1.0)(texts, texts, image_candidates=CandidateSet(candidates, rewards, mask))
+    assert float(out.metrics["t2i/positive_top1"]) == 1.0
+    assert float(out.metrics["t2i/reward_agreement"]) == 1.0
 
 
 # ---- DDP -------------------------------------------------------------------------------------------

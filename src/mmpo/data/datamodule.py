@@ -26,7 +26,7 @@ from mmpo.data.collator import IMAGE_MODES, TRUNCATION_MODES, PreferenceCollator
 from mmpo.data.examples import CONTEXT_SWAPS, PreferenceDataset
 from mmpo.data.records import ON_ERROR, JsonlRecords, Records, RecordSource
 from mmpo.data.rows import PreferenceBatch
-from mmpo.data.sampling import EpochSampler
+from mmpo.data.sampling import epoch_sampler
 from mmpo.data.validation import CACHE_DIR, SplitInputs, Validation, image_markers, validate
 from mmpo.models.families import Family
 from mmpo.negatives.base import NegativeSampler
@@ -224,11 +224,8 @@ class PreferenceDataModule(L.LightningDataModule):
         self._resume = (epoch, batches)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        sampler = EpochSampler(len(self.datasets[split]), shuffle, self.seed)
-        if split == "train" and self._resume is not None:
-            epoch, batches = self._resume
-            if batches * self.cfg.batch_size < len(sampler):
-                sampler.resume_at(epoch, batches * self.cfg.batch_size)
+        resume = self._resume if split == "train" else None
+        sampler = epoch_sampler(len(self.datasets[split]), shuffle, self.seed, self.cfg.batch_size, resume)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,

@@ -63,3 +63,14 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return math.ceil(self.length / self.world)
+
+
+def epoch_sampler(
+    length: int, shuffle: bool, seed: int, batch_size: int, resume: tuple[int, int] | None = None
+) -> EpochSampler:
+    """The sampler of a data loader; ``resume = (epoch, batches)``: that epoch continues after its first
+    ``batches`` batches (a checkpoint saved mid-epoch; one saved at an epoch's end starts the next)."""
+    sampler = EpochSampler(length, shuffle, seed)
+    if resume is not None and resume[1] * batch_size < len(sampler):
+        sampler.resume_at(resume[0], resume[1] * batch_size)
+    return sampler

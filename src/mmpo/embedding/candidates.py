@@ -14,9 +14,10 @@
    ``IndexFlatIP``), itself excluded: the image candidates; their captions are the text candidates
    (MAPLE generates comparative texts with a 72B MLLM instead, which is not available offline).
 
-**From the shapes world** (:func:`build_from_shapes`): each scene's candidates are its one-attribute
-variants (:mod:`mmpo.data.shapes_variants`), ``k`` of them taken round-robin over colour, shape and
-position (seeded), rendered to ``<out dir>/candidate_images/`` and described.
+**From the shapes world** (:func:`build_from_shapes`): the candidates of each scene's caption record
+(the row's id) are the scene's one-attribute variants (:mod:`mmpo.data.shapes_variants`), ``k`` of them
+taken round-robin over colour, shape and position (seeded), rendered to ``<out dir>/candidate_images/``
+and described.
 
 Output: one JSON line per anchor, paths relative to the output file::
 
@@ -182,7 +183,7 @@ def build_from_shapes(
             shapes.render(variant, image_size).save(paths[-1])
         rows.append(
             {
-                "id": scene.id,
+                "id": f"{scene.id}-caption",  # the scene's caption record (mmpo.data.shapes.scene_records)
                 "image": image,
                 "text": shapes.describe(scene.objects),
                 "image_candidates": [str(p) for p in paths],

@@ -14,6 +14,13 @@ with the candidates' hard negatives as extra keys when ``extended_negatives`` is
 Defaults ([?] in the paper, the most likely values here): ``weight`` (lambda) 0.5, both temperatures
 0.05 (an MLLM-embedder's usual InfoNCE temperature), listwise RPA (the better of the two in the paper's
 ablation), extended negatives on (the full model of its ablation).
+
+Metrics (no gradient), per direction ``d`` with candidates (``t2i``, ``i2t``): ``d/positive_top1``, the
+share of anchors whose own pair (column 0) is strictly the most similar of their candidates (the
+retriever on hard negatives); ``d/reward_positive_top1``, the same for the reward (the scorer on them);
+``d/reward_agreement``, the share of candidate pairs with ``alpha_a > alpha_b`` that the similarities
+order the same way (what RPA trains). And ``d/in_batch_accuracy`` for both directions: the share of this
+rank's anchors whose own pair is the most similar key of the local batch.
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmpo.embedding.contrastive import symmetric_info_nce
 from mmpo.embedding.rpa import RPA_KINDS, candidate_similarities, rpa_loss
-from mmpo.losses.base import LossOutput
+from mmpo.losses.base import Loss, LossOutput, Requirements
 
 
 @dataclass
@@ -48,8 +55,8 @@ class CandidateSet:
         return self.embeddings[:, 1:], None if self.mask is None else self.mask[:, 1:]
 
 
-class MapleLoss(nn.Module):
-    """The MAPLE objective (module docstring); ``forward`` returns the loss and its terms.
+class MapleLoss(Loss):
+    """The MAPLE objective (module docstring); ``forward`` returns the loss, its terms and its metrics.
 
     Args:
         weight: lambda, the share of ``L_RPA``; 0 gives pure InfoNCE, 1 pure RPA.
@@ -85,6 +92,11 @@ class MapleLoss(nn.Module):
         self.contrast_temperature = contrast_temperature
         self.extended_negatives = extended_negatives
 
+    @property
+    def requirements(self) -> Requirements:
+        """No log-prob branches and no reference: an embedding module kind trains it."""
+        return Requirements((), reference=False, module="embedding")
+
     def forward(
         self,
         images: Tensor,
@@ -96,11 +108,13 @@ class MapleLoss(nn.Module):
         caption anchors' image candidates (text -> image), ``text_candidates``: the image anchors' text
         candidates (image -> text)."""
         terms: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
         directions = {"rpa_t2i": (texts, image_candidates), "rpa_i2t": (images, text_candidates)}
         for name, (anchors, candidates) in directions.items():
             if candidates is not None:
                 scores = candidate_similarities(anchors, candidates.embeddings, self.rpa_temperature)
                 terms[name] = rpa_loss(self.rpa, scores, candidates.rewards, candidates.mask)
+                metrics.update(candidate_metrics(name.removeprefix("rpa_"), scores.detach(), candidates))
         if self.weight > 0 and not terms:
             raise ValueError("MAPLE loss with weight > 0 needs image_candidates and/or text_candidates")
         negatives = {}
@@ -112,4 +126,29 @@ class MapleLoss(nn.Module):
         rpa_terms = [terms[name] for name in directions if name in terms]
         terms["rpa"] = torch.stack(rpa_terms).mean() if rpa_terms else terms["contrast"].new_zeros(())
         loss = self.weight * terms["rpa"] + (1 - self.weight) * terms["contrast"]
-        return LossOutput(loss, terms)
+        similarity = images.detach().float() @ texts.detach().float().T
+        target = torch.arange(len(images), device=images.device)
+        metrics["i2t/in_batch_accuracy"] = (similarity.argmax(1) == target).float().mean()
+        metrics["t2i/in_batch_accuracy"] = (similarity.argmax(0) == target).float().mean()
+        return LossOutput(loss, terms, metrics)
+
+
+def strictly_first(values: Tensor, present: Tensor) -> Tensor:
+    """``[N]`` whether column 0 beats every other present column strictly (ties are wrong)."""
+    others = values[:, 1:].masked_fill(~present[:, 1:], float("-inf"))
+    return values[:, 0] > others.max(1).values
+
+
+def candidate_metrics(direction: str, scores: Tensor, candidates: CandidateSet) -> dict[str, Tensor]:
+    """The retriever's and the reward's ranking of one direction's candidates (module docstring)."""
+    rewards = candidates.rewards.float()
+    present = (
+        torch.ones_like(rewards, dtype=torch.bool) if candidates.mask is None else candidates.mask.bool()
+    )
+    preferred = (rewards[:, :, None] > rewards[:, None, :]) & present[:, :, None] & present[:, None, :]
+    agree = preferred & (scores[:, :, None] > scores[:, None, :])
+    return {
+        f"{direction}/positive_top1": strictly_first(scores, present).float().mean(),
+        f"{direction}/reward_positive_top1": strictly_first(rewards, present).float().mean(),
+        f"{direction}/reward_agreement": agree.sum() / preferred.sum().clamp(min=1),
+    }

@@ -284,12 +284,12 @@ UNSUPPORTED: dict[str, str] = {
 }
 
 
-def family_error(name: str) -> str | None:
-    """Why ``model.family=name`` cannot be used, or None when it can."""
+def family_error(name: str, key: str = "model.family") -> str | None:
+    """Why ``<key>=name`` cannot be used, or None when it can."""
     if name in FAMILIES:
         return None
     reason = f" ({UNSUPPORTED[name]})" if name in UNSUPPORTED else ""
-    return f"model.family={name!r} is not supported{reason}; allowed: {sorted(FAMILIES)}"
+    return f"{key}={name!r} is not supported{reason}; allowed: {sorted(FAMILIES)}"
 
 
 def get_family(name: str) -> Family:

@@ -84,39 +84,40 @@ def model_dir_problems(
 QUANT_TYPES = ("nf4", "fp4")
 
 
-def model_problems(cfg: DictConfig) -> list[str]:
-    """Every problem of a ``model`` config node that shows before loading: allowed values, the family,
-    the local directory (or a tiny builder when there is none), ``init_from``, QLoRA without LoRA."""
+def model_problems(cfg: DictConfig, key: str = "model") -> list[str]:
+    """Every problem of a model config node (at ``key``: ``model``, ``reward_model``) that shows before
+    loading: allowed values, the family, the local directory (or a tiny builder when there is none),
+    ``init_from``, QLoRA without LoRA."""
     problems = [
-        f"{key}={value!r}; allowed: {list(allowed)}"
-        for key, value, allowed in (
-            ("model.dtype", cfg.dtype, DTYPES),
-            ("model.quantization.quant_type", cfg.quantization.quant_type, QUANT_TYPES),
+        f"{key}.{name}={value!r}; allowed: {list(allowed)}"
+        for name, value, allowed in (
+            ("dtype", cfg.dtype, DTYPES),
+            ("quantization.quant_type", cfg.quantization.quant_type, QUANT_TYPES),
         )
         if value not in allowed
     ]
-    if error := family_error(cfg.family):
+    if error := family_error(cfg.family, key=f"{key}.family"):
         problems.append(error)
     if cfg.path is None and cfg.family not in TINY_BUILDERS:
         problems.append(
-            f"model.path is null, but only {sorted(TINY_BUILDERS)} have tiny builders; "
-            f"set model.path to the local checkpoint of {cfg.name}"
+            f"{key}.path is null, but only {sorted(TINY_BUILDERS)} have tiny builders; "
+            f"set {key}.path to the local checkpoint of {cfg.name}"
         )
     if cfg.path is not None:
-        problems += model_dir_problems(cfg.path)
+        problems += model_dir_problems(cfg.path, key=f"{key}.path")
     if is_base_spec(cfg.init_from):
         experiment = cfg.init_from[len(SCHEME) :]
         if not (CONF_DIR / "experiment" / f"{experiment}.yaml").is_file():
             problems.append(
-                f"model.init_from={cfg.init_from!r}: there is no conf/experiment/{experiment}.yaml"
+                f"{key}.init_from={cfg.init_from!r}: there is no conf/experiment/{experiment}.yaml"
             )
     elif cfg.init_from and not Path(cfg.init_from).expanduser().is_dir():
         problems.append(
-            f"model.init_from={cfg.init_from!r} does not exist; point it at an earlier run directory "
+            f"{key}.init_from={cfg.init_from!r} does not exist; point it at an earlier run directory "
             "or at a cached base (base:<experiment>, e.g. base:sft_shapes)"
         )
     if cfg.quantization.load_in_4bit and not cfg.lora.enabled:
-        problems.append("model.quantization.load_in_4bit=true needs model.lora.enabled=true (QLoRA)")
+        problems.append(f"{key}.quantization.load_in_4bit=true needs {key}.lora.enabled=true (QLoRA)")
     return problems
 
 
