@@ -11,8 +11,9 @@ Each component states its own fields (``fingerprint_fields()``): the data module
 processor, tokenizer and chat template), each split's draws (seed, negative sampler and its parameters,
 pools) and rows (length and truncation settings, template), and the model (:func:`model_fields`).
 
-``weights`` hashes the reference weights (the base weights with LoRA adapters off, or the full initial
-weights), so a changed sampler seed, data file or checkpoint names another file; a run that finds no
+``weights`` identifies the reference weights (the base weights with LoRA adapters off, or the full initial
+weights): by the checkpoint files they were loaded from (:mod:`mmpo.models.weight_files`), else by their
+content, so a changed sampler seed, data file or checkpoint names another file; a run that finds no
 entry fails with an error that lists what differs from the caches that do exist (``on_missing=fail``)
 or computes the missing entries first (``on_missing=fill``).
 
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from mmpo.branches import Branch, LogProbs
+from mmpo.models import weight_files
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +132,17 @@ _ABSENT = object()
 
 
 def model_fields(model: nn.Module) -> dict[str, str]:
-    """The model's part of the fingerprint: its config and the reference weights (:func:`weights_digest`)."""
-    weights = weights_digest(model)
+    """The model's part of the fingerprint: its config and the reference weights, identified by the
+    checkpoint files they were loaded from (``weights.<role>/<file>``, :mod:`mmpo.models.weight_files`;
+    reading headers takes milliseconds) or else by their content (``weights``, :func:`weights_digest`)."""
+    files = weight_files.remembered(model)
+    weights = (
+        {"weights": weights_digest(model)} if files is None else {f"weights.{k}": v for k, v in files.items()}
+    )
     return {
         "type": model.config.model_type,
         "config": _digest(model.config.to_json_string(use_diff=False)),
-        "weights": weights,
+        **weights,
     }
 
 

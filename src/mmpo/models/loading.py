@@ -19,6 +19,7 @@ from transformers import BitsAndBytesConfig, PreTrainedModel, ProcessorMixin
 
 from mmpo.bases import SCHEME, is_base_spec
 from mmpo.config import CONF_DIR
+from mmpo.models import weight_files
 from mmpo.models.families import Family, family_error, get_family
 from mmpo.models.tiny import build_tiny_llava, build_tiny_qwen2vl
 
@@ -252,6 +253,7 @@ def load_model(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family
     model, processor, family = load_base(cfg)
     if cfg.init_from:
         model = merge_init_weights(model, cfg.init_from)
+    weight_files.remember(model, weight_files.weight_files_identity(cfg))
     if cfg.disable_dropout:
         disable_dropout(model)
     apply_freeze_policy(model, family, cfg.freeze)
