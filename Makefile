@@ -13,7 +13,8 @@ export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
-        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo
+        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo \
+        misp-shapes-pool repro-misp-dpo
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -67,7 +68,7 @@ bench: install ## Step benchmark on a LLaVA-1.5-7B-proportioned proxy: every eng
 eval: install nltk-data ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shapes_pope,shapes_chair]"
 	$(PY) evaluate.py $(ARGS)
 
-demo: install ## Shapes demo: SFT a tiny VLM, DPO / DPO (no image) / mDPO x 3 seeds, benchmarks, table (~6 min)
+demo: install ## Shapes demo: SFT a tiny VLM, DPO / DPO (no image) / mDPO / MISP-DPO x 3 seeds, benchmarks, table
 	$(PY) scripts/demo.py $(ARGS)
 
 # ---- paper tables on the shapes world: Hydra multiruns from one cached SFT base --------------------------
@@ -107,6 +108,31 @@ repro-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDP
 
 repro-mdpo: repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 ## All three mDPO ablation tables
 
+# ---- MISP-DPO on the shapes world: its pool (gallery of SFT scenes, tiny CLIP, SAE) under data/pools/shapes --
+misp-shapes-pool: install ## MISP-DPO's candidate pool and SAE for the shapes world (data/pools/shapes, ~2 min)
+	$(PY) scripts/build_shapes_pool.py --data-dir data --no-progress
+
+# Every method is benchmarked (held-out test scenes) and validated against the same random negative images.
+# The swept keys come first on each command line: a run directory's name starts with them (hydra/default.yaml).
+MISP := $(REPRO)/misp_dpo
+MISP_RUN := $(PY) train.py -m
+MISP_COMMON := model.init_from=base:sft_shapes seed=$(SEEDS) 'benchmark=[shapes_pope,shapes_chair]'
+MISP_VAL := negative_sampler@val_negative_sampler=random_image
+MISP_METRICS := shapes_chair/CHAIRi shapes_chair/CHAIRs shapes_chair/recall shapes_pope/avg/f1 val/rewards/accuracies val/image_reliance/accuracy val/rewards/conditional_margin
+MISP_TABLE := $(PY) scripts/results_table.py --metrics $(MISP_METRICS) --wandb off --ignore "negative_sampler@val_negative_sampler"
+MISP_K3 := '$(MISP)/k/*_loss.num_negatives:3+*'
+repro-misp-dpo: sft-base misp-shapes-pool ## MISP-DPO on shapes: K 1/2/3/5, beta sweep; vs importance draws, random multi-negative, mDPO, DPO; 3 seeds
+	rm -rf $(MISP)
+	$(MISP_RUN) loss.num_negatives=1,2,3,5 loss.beta=0.5 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/k
+	$(MISP_RUN) loss.beta=0.1,0.25,1.0 loss.num_negatives=3 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/beta
+	$(MISP_RUN) negative_sampler.select=importance experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/importance
+	$(MISP_RUN) negative_sampler=random_image experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/random
+	$(MISP_RUN) experiment=mdpo_shapes $(MISP_VAL) $(MISP_COMMON) hydra.sweep.dir=$(MISP)/mdpo
+	$(MISP_RUN) experiment=demo_pref loss=dpo $(MISP_VAL) $(MISP_COMMON) hydra.sweep.dir=$(MISP)/dpo
+	$(MISP_TABLE) $(MISP)/k --out $(MISP)/k/results
+	$(MISP_TABLE) $(MISP)/beta $(MISP_K3) --out $(MISP)/beta/results
+	$(MISP_TABLE) $(MISP_K3) $(MISP)/importance $(MISP)/random $(MISP)/mdpo $(MISP)/dpo --out $(MISP)/results
+
 clean: ## Remove run outputs, generated data, caches (keeps .venv)
-	rm -rf outputs multirun data/shapes .pytest_cache .ruff_cache
+	rm -rf outputs multirun data/shapes data/pools .pytest_cache .ruff_cache
 	find . -name __pycache__ -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

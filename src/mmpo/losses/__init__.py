@@ -12,6 +12,7 @@ from mmpo.losses.dpo import DPOLoss
 from mmpo.losses.ipo import IPOLoss
 from mmpo.losses.mdpo import MDPOLoss
 from mmpo.losses.metrics import preference_metrics
+from mmpo.losses.misp_dpo import MISPDPOLoss
 from mmpo.losses.sft import SFTLoss
 
 
@@ -32,6 +33,7 @@ __all__ = [
     "LossInputs",
     "LossOutput",
     "MDPOLoss",
+    "MISPDPOLoss",
     "PreferenceLoss",
     "Requirements",
     "SFTLoss",
