@@ -72,11 +72,12 @@ demo: install ## Shapes demo: SFT a tiny VLM, DPO / DPO (no image) / mDPO / MISP
 	$(PY) scripts/demo.py $(ARGS)
 
 # ---- paper tables on the shapes world: Hydra multiruns from one cached SFT base --------------------------
-# model.init_from=base:sft_shapes is the run of experiment=sft_shapes under outputs/bases/, keyed by the code
+# Their model (tiny_llava_shapes_sft) starts from model.init_from=base:sft_shapes: the run of
+# experiment=sft_shapes under outputs/bases/, keyed by the code
 # and the recipe (src/mmpo/bases.py): built on first use, rebuilt whenever either changes.
 SEEDS ?= 0,1,2
 REPRO := outputs/repro
-MDPO_SWEEP := $(PY) train.py -m experiment=mdpo_shapes model.init_from=base:sft_shapes seed=$(SEEDS)
+MDPO_SWEEP := $(PY) train.py -m experiment=mdpo_shapes seed=$(SEEDS)
 TABLE_METRICS := val/rewards/accuracies val/rewards/margins val/rewards/conditional_margin val/image_reliance/accuracy val/loss
 TABLE := $(PY) scripts/results_table.py --metrics $(TABLE_METRICS) --wandb off
 
@@ -98,7 +99,7 @@ repro-mdpo-table4: sft-base ## mDPO Table 4 on shapes: anchors y_w / y_w,y_l / y
 	$(MDPO_SWEEP) 'loss.anchors=[chosen],[chosen,rejected],[chosen,rejected,corrupted]' hydra.sweep.dir=$(REPRO)/mdpo_table4
 	$(TABLE) $(REPRO)/mdpo_table4 --out $(REPRO)/mdpo_table4/results
 
-PREF_SWEEP := $(PY) train.py -m experiment=demo_pref model.init_from=base:sft_shapes seed=$(SEEDS) negative_sampler=crop
+PREF_SWEEP := $(PY) train.py -m experiment=demo_pref seed=$(SEEDS)
 repro-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDPO on held-out pairs, 3 seeds
 	rm -rf $(REPRO)/mdpo_fig1
 	$(PREF_SWEEP) loss=dpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo
@@ -116,7 +117,7 @@ misp-shapes-pool: install ## MISP-DPO's candidate pool and SAE for the shapes wo
 # The swept keys come first on each command line: a run directory's name starts with them (hydra/default.yaml).
 MISP := $(REPRO)/misp_dpo
 MISP_RUN := $(PY) train.py -m
-MISP_COMMON := model.init_from=base:sft_shapes seed=$(SEEDS) 'benchmark=[shapes_pope,shapes_chair]'
+MISP_COMMON := seed=$(SEEDS) 'benchmark=[shapes_pope,shapes_chair]'
 MISP_VAL := negative_sampler@val_negative_sampler=random_image
 MISP_METRICS := shapes_chair/CHAIRi shapes_chair/CHAIRs shapes_chair/recall shapes_pope/avg/f1 val/rewards/accuracies val/image_reliance/accuracy val/rewards/conditional_margin
 MISP_TABLE := $(PY) scripts/results_table.py --metrics $(MISP_METRICS) --wandb off --ignore "negative_sampler@val_negative_sampler"

@@ -5,13 +5,14 @@
 Every stage is a plain ``train.py`` / ``evaluate.py`` / ``results_table.py`` command (printed before it
 runs, its output in ``<out>/logs/``), so any row of the table can be reproduced by hand:
 
-1. SFT from scratch on the shapes world: ``train.py experiment=sft_shapes``; beside it, MISP-DPO's
-   candidate pool and SAE: ``scripts/build_shapes_pool.py`` (``<out>/data/pools/shapes``);
-2. from the SFT model (``model.init_from=<out>/sft``; LoRA, so ``reference=adapter_off`` makes the SFT
-   model the reference), one run per method and seed with ``experiment=demo_pref``: ``dpo``;
+1. SFT from scratch on the shapes world: ``python -m mmpo.bases sft_shapes`` (the cached base of
+   ``train.py experiment=sft_shapes``: built once per code version and recipe, reused afterwards); beside
+   it, MISP-DPO's candidate pool and SAE: ``scripts/build_shapes_pool.py`` (``<out>/data/pools/shapes``);
+2. from the SFT model (``experiment=demo_pref``: model ``tiny_llava_shapes_sft``; LoRA, so
+   ``reference=adapter_off`` makes the SFT model the reference), one run per method and seed: ``dpo``;
    ``dpo_noimage`` (``data.image=none``); ``mdpo`` (``loss=mdpo negative_sampler=crop``); and
    ``misp_dpo`` with ``experiment=misp_dpo_shapes`` (demo_pref with ``loss=misp_dpo negative_sampler=sae``);
-3. ``evaluate.py benchmark=[shapes_pope,shapes_chair]`` on the untrained base, the SFT model and every
+3. ``evaluate.py benchmark=[shapes_pope,shapes_chair]`` on the untrained model, the SFT model and every
    preference run (held-out test scenes);
 4. ``scripts/results_table.py``: ``<out>/results/results.{md,csv,png}``.
 
@@ -87,7 +88,6 @@ def preference_jobs(out: Path, seeds: Sequence[int], data: str) -> dict[Path, Jo
                 "train.py",
                 *overrides,
                 f"seed={seed}",
-                f"model.init_from={out / 'sft'}",
                 data,
                 f"hydra.run.dir={directory}",
             )
@@ -95,17 +95,19 @@ def preference_jobs(out: Path, seeds: Sequence[int], data: str) -> dict[Path, Jo
 
 
 def benchmark_jobs(out: Path, runs: Sequence[Path], lanes: int, data: str, logs: Path) -> list[Job]:
-    """The untrained base (``run=null``) and the runs, split over ``lanes`` multirun processes."""
+    """The untrained model and the SFT model (``run=null``: its model config, the cached base merged), and
+    the runs, split over ``lanes`` multirun processes."""
     jobs = [
         job(
-            "eval_base",
+            f"eval_{name}",
             "evaluate.py",
             "run=null",
-            "model=tiny_llava_shapes",
+            f"model={model}",
             BENCHMARKS,
             data,
-            f"hydra.run.dir={out / 'base'}",
+            f"hydra.run.dir={out / name}",
         )
+        for name, model in (("base", "tiny_llava_shapes"), ("sft", "tiny_llava_shapes_sft"))
     ]
     for lane in range(lanes):
         if runs[lane::lanes]:
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = f"paths.data_dir={out / 'data'}"
     start = time.time()
 
-    sft = job("sft", "train.py", "experiment=sft_shapes", data, f"hydra.run.dir={out / 'sft'}")
+    sft = ("sft", [sys.executable, "-m", "mmpo.bases", "sft_shapes"])
     pool = job("misp_pool", "scripts/build_shapes_pool.py", "--data-dir", str(out / "data"), "--no-progress")
     preference = preference_jobs(out, args.seeds, data)
     table = job(
@@ -153,9 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model",
     )
     stages = [
-        ("SFT and MISP-DPO pool", [sft, pool], args.jobs),
+        ("SFT base (cached) and MISP-DPO pool", [sft, pool], args.jobs),
         ("preference runs", list(preference.values()), args.jobs),
-        ("benchmarks", benchmark_jobs(out, [out / "sft", *preference], args.jobs, data, logs), args.jobs),
+        ("benchmarks", benchmark_jobs(out, list(preference), args.jobs, data, logs), args.jobs),
         ("results table", [table], 1),
     ]
     for title, jobs, workers in stages:

@@ -9,8 +9,9 @@ Columns are ``<benchmark>/<metric>`` names, plus the run's final validation metr
 (the last logged value of each ``val/`` column of ``metrics.csv``), matching the ``--metrics``
 patterns (fnmatch; default all), in the order of the patterns.
 
-Rows are methods. A run's method is the loss option in its ``config.yaml`` (``choices.loss``; ``base`` when there is
-none, e.g. an untrained model evaluated with ``run=null``) followed by its command-line overrides
+Rows are methods. A run's method is the loss option in its ``config.yaml`` (``choices.loss``; ``<model name>
+(no training)`` when there is none, e.g. a model evaluated with ``run=null``) followed by its command-line
+overrides
 (``.hydra/overrides.yaml``) except those matching :data:`IGNORED_OVERRIDES` (seeds, paths, loggers,
 ``model.init_from``, ...) or an ``--ignore`` pattern, so that the seeds of one method share a row,
 e.g. ``dpo``, ``dpo data.image=none``, ``mdpo negative_sampler=crop``. A cell is ``mean ± std``
@@ -120,7 +121,9 @@ def find_runs(arguments: Iterable[str]) -> list[Path]:
 def method_label(run: Path, ignore: Sequence[str]) -> str:
     """Loss name (``base`` without one) and the overrides that are not ignored, e.g. ``dpo data.image=none``."""
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    name = ((config or {}).get("choices") or {}).get("loss") or "base"
+    config = config or {}
+    untrained = f"{(config.get('model') or {}).get('name', 'base')} (no training)"
+    name = (config.get("choices") or {}).get("loss") or untrained
     kept = []
     for override in read_overrides(run):
         key = override.lstrip("+~").split("=", 1)[0]

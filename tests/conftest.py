@@ -18,7 +18,11 @@ CONF_DIR = ROOT / "conf"
 
 
 def train_cli(*args: str, run_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python train.py <args> hydra.run.dir=<run_dir>`` in the checkout, as a user types it; output captured."""
+    """``python train.py <args> hydra.run.dir=<run_dir>`` in the checkout, as a user types it; output captured.
+    Without a ``model=`` or ``experiment=`` argument it runs the random tiny LLaVA (``model=tiny_llava``),
+    which needs no SFT base built first."""
+    if not any(a.startswith(("model=", "experiment=", "--")) for a in args):
+        args = ("model=tiny_llava", *args)
     return subprocess.run(
         [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"],
         cwd=ROOT,
@@ -67,6 +71,8 @@ def compose(tmp_path, shapes_dir):
                     "data.shapes.num_scenes=40",
                     "trainer.log_every_n_steps=1",
                 ]
+            if not any(o.startswith("model=") or o.startswith("experiment=") for o in overrides):
+                base.append("model=tiny_llava")  # the random tiny model: no SFT base to build first
             cfg = hydra_compose("train", overrides=[*base, *overrides], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):

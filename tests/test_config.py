@@ -146,3 +146,27 @@ def test_the_readme_lists_every_option_of_every_group():
                 listed[group] = set(re.findall(r"`([a-z0-9_]+)`", cells[2]))
     for group in GROUPS:
         assert set(options(group)) <= listed[group], (group, set(options(group)) - listed[group])
+
+
+def test_ddp_finds_unused_parameters_only_where_the_freeze_policy_leaves_some_unused(compose):
+    from omegaconf import OmegaConf
+
+    def unused(*overrides):
+        return OmegaConf.select(
+            compose(["trainer=ddp_cpu", *overrides]), "trainer.strategy.find_unused_parameters"
+        )
+
+    assert unused() is False  # LoRA on the language model: every trainable weight is used by every step
+    assert unused("model.freeze.projector=false") is False  # a trainable projector still sees images
+    assert unused("model.freeze.projector=false", "data.image=none") is True  # ... but not without them
+
+
+def test_a_trainer_this_machine_cannot_run_is_a_start_up_error(compose):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="trainer.accelerator=gpu but this machine has no CUDA device"):
+        check_config(compose(["trainer=gpu"]))
+    with pytest.raises(ConfigError, match="needs DeepSpeed: pip install deepspeed"):
+        check_config(compose(["trainer=deepspeed_zero3"]))

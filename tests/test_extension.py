@@ -17,6 +17,7 @@ from .conftest import ROOT
 
 STUBS = ROOT / "tests" / "stubs"
 SMALL = [
+    "model=tiny_llava",
     "logger=csv",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",

@@ -19,6 +19,7 @@ from .conftest import CONF_DIR, ROOT
 
 # the tiny default run, shrunk: 2 optimizer steps, one validation batch
 SHRINK = [
+    "model=tiny_llava",  # the default model's cached SFT base takes minutes to build in a fresh data dir
     "trainer.max_steps=2",
     "data.limit_train=4",
     "data.limit_val=2",

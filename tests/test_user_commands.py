@@ -3,6 +3,7 @@ and killed runs, concurrent runs, diverging runs, the values conf/ writes reachi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 from .conftest import CONF_DIR, ROOT
 
 SMALL = [
+    "model=tiny_llava",  # the random tiny model; the default (the shapes SFT base) is the slow test's
     "logger=csv",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
@@ -156,11 +158,12 @@ def test_the_default_run_prints_and_records_the_choices_that_matter(tmp_path):
     assert "status=finished engine=shared_prefix reference=adapter_off steps=2" in summary
     for noise in NOISE:  # nothing a user cannot act on
         assert noise not in out.stderr + out.stdout, noise
-    # max_steps=2 ended the 4-batch epoch early: validation still ran, once, at the end of fit
+    # validated before the first step, and (max_steps=2 ended the 4-batch epoch early) once at the end of fit
     metrics = (run / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     rows = [dict(zip(header, line.split(","), strict=True)) for line in metrics[1:]]
-    assert len([r for r in rows if r.get("val/loss")]) == 1
+    assert [r["step"] for r in rows if r.get("val/loss")] == ["0", "2"]
+    assert re.search(r"val/loss=[0-9.]+->[0-9.]+", summary)
 
 
 def test_two_runs_started_together_get_their_own_directories(tmp_path):
@@ -260,6 +263,24 @@ def test_a_diverging_run_stops_with_the_step_and_the_records_and_saves_nothing_n
         assert all(torch.isfinite(t).all() for t in state.values())
 
 
+def test_on_nonfinite_skip_skips_and_counts_the_steps_with_their_records(tmp_path):
+    out = cli(
+        *SMALL, "loss.beta=1e38", "optim.on_nonfinite=skip", "trainer.max_steps=2", log_dir=tmp_path / "o"
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = runs_under(tmp_path / "o")
+    skipped = json.loads((run / "skipped_steps.json").read_text())
+    assert [s["step"] for s in skipped] == [0, 1] and all(
+        s["records"] and "gradient norm" in s["what"] for s in skipped
+    )
+    assert "skipped_steps=2" in (run / "summary.txt").read_text()
+    from safetensors.torch import load_file
+
+    weights = load_file(run / "adapter" / "adapter_model.safetensors")  # nothing applied: LoRA B still zero
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert all(not t.any() for k, t in weights.items() if "lora_B" in k)
+
+
 # ---- start-up errors say what to fix -------------------------------------------------------------------
 def test_data_files_without_a_path_says_so_and_leaves_no_directory(tmp_path):
     out = cli("data=files", log_dir=tmp_path / "o")
@@ -332,3 +353,31 @@ def test_the_run_directory_names_the_overrides_that_define_the_run(tmp_path):
     (run,) = runs_under(tmp_path / "o")
     assert run.parent.name == "dpo_tiny_llava" and "data.image:none" in run.name
     assert "logger" not in run.name and "paths" not in run.name
+
+
+def test_the_default_run_is_a_preference_stage_on_the_cached_sft_base(tmp_path):
+    """What `python train.py` composes (the slow test below runs it)."""
+    out = subprocess.run(
+        [sys.executable, "train.py", "--cfg", "job"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    job = OmegaConf.create(out.stdout)
+    assert job.model.name == "tiny_llava_shapes_sft" and job.model.init_from == "base:sft_shapes"
+    assert job.val_negative_sampler._target_.endswith("CropSampler") and job.validate_before_training
+    assert job.engine.mode == "auto" and job.reference.strategy == "adapter_off"
+
+
+@pytest.mark.slow
+def test_the_main_job_builds_the_base_once_and_shows_learning(tmp_path):
+    """`python train.py` as a new user types it: the SFT base is built (once), then DPO moves the validation
+    metrics away from where they started."""
+    where = [f"paths.base_dir={tmp_path / 'bases'}"]
+    first = cli(*where, log_dir=tmp_path / "outputs", timeout=1800)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "building the cached base" in first.stdout + first.stderr
+    summary = next((tmp_path / "outputs").rglob("summary.txt")).read_text()
+    for key in ("val/rewards/accuracies", "val/image_reliance/accuracy"):
+        before, after = re.search(rf"{re.escape(key)}=([0-9.]+)->([0-9.]+)", summary).groups()
+        assert before != after, (key, summary)
+    again = cli(*where, "trainer.max_steps=1", log_dir=tmp_path / "again", timeout=600)
+    assert again.returncode == 0 and "building the cached base" not in again.stdout + again.stderr

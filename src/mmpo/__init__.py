@@ -17,3 +17,6 @@ warnings.filterwarnings("ignore", r"Experiment logs directory .* exists and is n
 # - a resumed run writes a new run directory, so its checkpoint directory always differs from the
 #   checkpoint's; Lightning warns that it will not reload the top-k bookkeeping, which mmpo does not keep.
 warnings.filterwarnings("ignore", r"The dirpath has changed from", UserWarning)
+# - a run resumed mid-epoch continues at the next batch (mmpo.data.sampling), but Lightning only knows that
+#   of data loaders with a state_dict and warns that the resumed epoch may be unreliable.
+warnings.filterwarnings("ignore", r"You're resuming from a checkpoint that ended before the epoch ended")

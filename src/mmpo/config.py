@@ -120,6 +120,7 @@ class OptimSchema:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient: stop | skip (the step, counted)
 
 
 def register_configs() -> None:
@@ -194,10 +195,20 @@ def choice(group: str, *, _root_: DictConfig) -> str:
     return choices[group]
 
 
+def unused_parameters(*, _root_: DictConfig) -> bool:
+    """DDP's ``find_unused_parameters``, from the freeze policy rather than by trial: a trainable vision
+    tower or projector gets no gradient in a step without images (``data.image=none``); LoRA on the
+    language model and the language model itself are used by every step."""
+    model, data = _root_.model, _root_.data
+    trainable_vision = not (model.freeze.vision_tower and model.freeze.projector)
+    return bool(trainable_vision and data.image == "none")
+
+
 def register_resolvers() -> None:
     """``${cwd:}`` (the working directory), ``${unique:}`` (:func:`unique_id`, fixed for the process's
     config), ``${run_tag:}`` and ``${choice:<group>}``."""
     OmegaConf.register_new_resolver("choice", choice, replace=True)
+    OmegaConf.register_new_resolver("unused_parameters", unused_parameters, replace=True)
     OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("unique", unique_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)

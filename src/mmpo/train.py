@@ -15,6 +15,7 @@ full weights (``model/``), ``data_report.json`` and a one-line ``summary.txt``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -39,10 +40,24 @@ def _instantiate_all(node: DictConfig | None) -> list:
     return [instantiate(v) for v in (node or {}).values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
-def summary_line(cfg: DictConfig, metrics: dict, seconds: float, steps: int, choices: dict, keys) -> str:
+def summary_line(
+    cfg: DictConfig,
+    metrics: dict,
+    seconds: float,
+    steps: int,
+    choices: dict,
+    keys,
+    before: dict | None = None,
+) -> str:
     """One line: the run, its loss and model, the choices that decide what ran (status, engine mode,
-    reference: the first word of each), steps, the module kind's summary metrics and the time."""
-    values = " ".join(f"{k}={float(metrics[k]):.4f}" for k in keys if k in metrics)
+    reference: the first word of each), steps, the module kind's summary metrics (``start->end`` where the
+    run validated before training) and the time."""
+
+    def value(key: str) -> str:
+        end = f"{float(metrics[key]):.4f}"
+        return f"{float(before[key]):.4f}->{end}" if before and key in before else end
+
+    values = " ".join(f"{k}={value(k)}" for k in keys if k in metrics)
     setting = " ".join(
         f"{k}={v.split()[0]}" for k, v in choices.items() if k in ("status", "engine", "reference")
     )
@@ -99,12 +114,36 @@ def remove_stub(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def trainer_problems(cfg: DictConfig) -> list[str]:
+    """What the machine lacks for the ``trainer``: a GPU for a GPU trainer, DeepSpeed for its strategies."""
+    import importlib.util
+
+    import torch
+
+    trainer, problems = cfg.trainer, []
+    if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        cpu = sorted(
+            p.stem for p in (CONF_DIR / "trainer").glob("*.yaml") if "cpu" in p.stem or p.stem == "default"
+        )
+        problems.append(
+            f"trainer.accelerator={trainer.accelerator} but this machine has no CUDA device; trainer allowed here: {cpu}"
+        )
+    strategy = trainer.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    if "deepspeed" in target.lower() and importlib.util.find_spec("deepspeed") is None:
+        problems.append(
+            f"trainer.strategy={target} needs DeepSpeed: pip install deepspeed (on the GPU machine)"
+        )
+    return problems
+
+
 def check_run(cfg: DictConfig) -> type[TrainingModule]:
-    """The module kind ``module`` names, after its start-up checks passed (one ConfigError otherwise)."""
+    """The module kind ``module`` names, after its start-up checks and the trainer's passed (one
+    ConfigError otherwise)."""
     kind = module_class(cfg)
     if not (isinstance(kind, type) and issubclass(kind, TrainingModule)):
         raise ConfigError(f"module._target_={cfg.module._target_!r} is not a mmpo.modules.TrainingModule")
-    check(cfg, kind.problems)
+    check(cfg, kind.problems, trainer_problems)
     return kind
 
 
@@ -141,8 +180,12 @@ def run(cfg: DictConfig) -> float | None:
     }
     log.info("run: %s", ", ".join(f"{k} {v}" for k, v in list(choices.items())[1:]))
     stopped: BaseException | None = None
+    before = None
     try:
         try:
+            if cfg.get("validate_before_training") and not ckpt_path and trainer.limit_val_batches:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+                before = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except (SystemExit, TrainingDiverged) as stop:  # SIGTERM; Ctrl-C (Lightning exits 1); NaN
             stopped = stop
@@ -164,11 +207,14 @@ def run(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:
             if not isinstance(stopped, TrainingDiverged):
                 module.save(out, datamodule)
+            if module.skipped_steps:
+                (out / "skipped_steps.json").write_text(json.dumps(module.skipped_steps, indent=1))
+                choices["skipped steps"] = str(len(module.skipped_steps))
             if benchmarks and stopped is None:
                 module.cpu()  # the accelerator's memory goes to the reloaded copy that is evaluated
                 evaluate_trained(cfg, out, trainer, benchmarks)
             line = summary_line(
-                cfg, metrics, time.time() - start, trainer.global_step, choices, kind.summary_metrics
+                cfg, metrics, time.time() - start, trainer.global_step, choices, kind.summary_metrics, before
             )
             (out / "summary.txt").write_text(line + "\n")
             log.info("run directory: %s", out)

@@ -35,6 +35,8 @@ def negative_pixels(
     overrides = ["loss=mdpo", f"negative_sampler={sampler}"]
     if val_sampler:
         overrides.append(f"negative_sampler@val_negative_sampler={val_sampler}")
+    else:  # the default list's fixed crop removed, as a user removes it
+        overrides.append("~negative_sampler@val_negative_sampler")
     module = datamodule(compose, processor, overrides)
     loader = module.train_dataloader() if split == "train" else module.val_dataloader()
     return next(iter(loader)).rows[CHOSEN_NEGATIVE].tensors["pixel_values"]

@@ -78,14 +78,14 @@ def test_table_groups_seeds_into_methods_with_mean_and_sample_std(results_table,
             "off",
         ]
     )
-    assert list(table.rows) == ["base", "dpo", "dpo data.image=none"]
+    assert list(table.rows) == ["tiny_llava (no training)", "dpo", "dpo data.image=none"]
     assert table.columns == ["shapes_pope/avg/accuracy", "shapes_chair/CHAIRi"]  # in pattern order
     dpo = table.rows["dpo"]["shapes_pope/avg/accuracy"]
     assert dpo.mean == pytest.approx(0.7) and dpo.std == pytest.approx(0.1)  # sqrt((0.01 + 0 + 0.01) / 2)
     noimg = table.rows["dpo data.image=none"]["shapes_pope/avg/accuracy"]
     assert noimg.std == pytest.approx(math.sqrt(0.08 / 1))
-    assert table.rows["base"]["shapes_pope/avg/accuracy"].std == 0.0
-    assert table.counts == {"base": 1, "dpo": 3, "dpo data.image=none": 2}
+    assert table.rows["tiny_llava (no training)"]["shapes_pope/avg/accuracy"].std == 0.0
+    assert table.counts == {"tiny_llava (no training)": 1, "dpo": 3, "dpo data.image=none": 2}
 
     markdown = (out / "results.md").read_text().splitlines()
     assert markdown[0] == "| method | n | shapes_pope/avg/accuracy | shapes_chair/CHAIRi |"

@@ -20,6 +20,7 @@ from mmpo.data.collator import IMAGE_MODES, TRUNCATION_MODES, PreferenceCollator
 from mmpo.data.examples import PreferenceDataset
 from mmpo.data.records import ON_ERROR, ReadReport, read_records
 from mmpo.data.rows import PreferenceBatch
+from mmpo.data.sampling import EpochSampler
 from mmpo.models.families import Family
 from mmpo.negatives.base import NegativeSampler
 
@@ -87,6 +88,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.report = ReadReport()
         self.datasets: dict[str, PreferenceDataset] = {}
         self.collators: dict[str, PreferenceCollator] = {}
+        self._resume: tuple[int, int] | None = None
 
     def prepare_data(self) -> None:
         """Generate the shapes world once per node (Lightning calls this on local rank 0, then a barrier)."""
@@ -131,11 +133,21 @@ class PreferenceDataModule(L.LightningDataModule):
         for dataset in self.datasets.values():
             dataset.epoch = epoch
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Continue training after the first ``batches`` batches of ``epoch`` (a checkpoint saved mid-epoch;
+        a checkpoint of a finished epoch starts the next one from its first batch, as Lightning does)."""
+        self._resume = (epoch, batches)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        sampler = EpochSampler(len(self.datasets[split]), shuffle, self.seed)
+        if split == "train" and self._resume is not None:
+            epoch, batches = self._resume
+            if batches * self.cfg.batch_size < len(sampler):
+                sampler.resume_at(epoch, batches * self.cfg.batch_size)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.cfg.num_workers,
             collate_fn=self.collators[split],
             persistent_workers=False,

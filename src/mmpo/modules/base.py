@@ -17,6 +17,7 @@ step of the last validation (``train.py`` validates at the end of fit when ``max
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,11 @@ from transformers import get_scheduler
 
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 """``optim.scheduler``: the learning-rate schedule after the linear warm-up."""
+ON_NONFINITE = ("stop", "skip")
+"""``optim.on_nonfinite``: a non-finite loss or gradient stops the run, or skips the step (counted, with the
+batch's record ids, in ``skipped_steps.json``); a non-finite weight always stops it."""
+
+log = logging.getLogger("mmpo")
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,9 +49,11 @@ def build_from(node: DictConfig, **objects: Any) -> Any:
 
 
 def optim_problems(optim: DictConfig) -> list[str]:
-    if optim.scheduler not in SCHEDULERS:
-        return [f"optim.scheduler={optim.scheduler!r}; allowed: {list(SCHEDULERS)}"]
-    return []
+    return [
+        f"optim.{key}={optim[key]!r}; allowed: {list(allowed)}"
+        for key, allowed in (("scheduler", SCHEDULERS), ("on_nonfinite", ON_NONFINITE))
+        if optim[key] not in allowed
+    ]
 
 
 class TrainingModule(L.LightningModule):
@@ -61,6 +69,8 @@ class TrainingModule(L.LightningModule):
         self.batch_ids: list[str] = []
         """The record ids of the batch being trained on (named when training diverges)."""
         self.validated_at_step: int | None = None
+        self.skipped_steps: list[dict] = []
+        """The steps skipped for a non-finite loss or gradient (``optim.on_nonfinite=skip``)."""
 
     # ---- the contract ----------------------------------------------------------------------------------
     @classmethod
@@ -96,16 +106,43 @@ class TrainingModule(L.LightningModule):
             "resume from the last checkpoint with ckpt_path=<run dir>."
         )
 
+    def nonfinite(self, what: str, detail: str = "") -> None:
+        """A non-finite loss or gradient: stop (:meth:`diverged`), or with ``optim.on_nonfinite=skip`` count
+        the step (the caller then skips it)."""
+        if self.optim.get("on_nonfinite", "stop") != "skip":
+            self.diverged(what, detail)
+        self.skipped_steps.append(
+            {"step": self.trainer.global_step, "what": what + detail, "records": list(self.batch_ids)}
+        )
+        log.warning(
+            "step %d skipped: %s for records %s", self.trainer.global_step, what + detail, self.batch_ids
+        )
+
     def on_before_optimizer_step(self, optimizer) -> None:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        params = [p for p in self.parameters() if p.grad is not None]
+        norm = (
+            torch.nn.utils.get_total_norm([p.grad for p in params])
+            if params
+            else torch.zeros((), device=self.device)
+        )
         if not torch.isfinite(norm):
-            self.diverged(f"the gradient norm is {norm.item()}")
+            self.nonfinite(f"the gradient norm is {norm.item()}")
+            for p in params:  # the optimizer skips parameters without a gradient: no update, no moment change
+                p.grad = None
+            return
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if not finite_trainable_weights(self):
             self.diverged("a trainable weight is non-finite")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint saved mid-epoch: the data module continues at the next batch, batch for batch as
+        the uninterrupted run (if it can: ``resume_at(epoch, batches)``, :mod:`mmpo.data.sampling`)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if progress and hasattr(datamodule, "resume_at"):
+            datamodule.resume_at(checkpoint["epoch"], progress["current"]["processed"])
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:

@@ -201,7 +201,8 @@ class PreferenceModule(TrainingModule):
     # ---- one step ----------------------------------------------------------------------------------
     def compute(self, batch: PreferenceBatch, stage: str):
         """``(loss output, response-token metric)`` of one batch: the policy forward with grad, the
-        reference pass or look-up, the loss (used by the steps and by ``scripts/bench_step.py``)."""
+        reference pass or look-up, the loss (used by the steps and by ``scripts/bench_step.py``);
+        ``(None, None)`` for a training batch whose loss is non-finite and skipped."""
         self.batch_ids = batch.ids
         features = ImageFeatures.for_step(self.policy)  # each image encoded once, for policy and reference
         policy, counts = branch_logps(self.policy, batch, self.engine_mode, features)
@@ -221,6 +222,8 @@ class PreferenceModule(TrainingModule):
         if len(batch) == 0:
             return None
         out, tokens = self.compute(batch, stage)
+        if out is None:  # a non-finite loss, skipped (optim.on_nonfinite=skip)
+            return None
         metrics = {**{f"loss/{k}": v for k, v in out.terms.items()}, **out.metrics, "tokens/response": tokens}
         options = {"sync_dist": True, "batch_size": len(batch), "on_step": stage == "train", "on_epoch": True}
         self.log(f"{stage}/loss", out.loss.detach(), prog_bar=True, **options)
@@ -242,6 +245,11 @@ class PreferenceModule(TrainingModule):
 
     def on_train_epoch_start(self) -> None:
         self._start_epoch()
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":  # trainer.validate outside fit (before training starts)
+            self.reference.to(self.device)
+            self._start_epoch()
 
     def _start_epoch(self, resumed: bool = False) -> None:
         """Seed the data with the epoch and let the reference prepare for it (reference=precomputed fills
