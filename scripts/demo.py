@@ -1,4 +1,4 @@
-"""The shapes demo: SFT a tiny VLM, then DPO, DPO without image, mDPO and MISP-DPO over seeds, benchmark, tabulate.
+"""The shapes demo: SFT a tiny VLM, then DPO, DPO without image, mDPO and MISP-DPO over seeds, benchmarks.
 
     python scripts/demo.py [--out outputs/demo/<time>] [--seeds 0 1 2] [--jobs 2]
 

@@ -64,7 +64,7 @@ def test_k_negatives_are_drawn_once_per_record_and_score_as_separate_forwards(
     assert sorted(calls.values()) == [1] * len(chosen)  # one selection of K per record
 
     results = {mode: run(policy, batch, mode) for mode in MODES if mode != "auto"}
-    for mode, result in results.items():
+    for result in results.values():
         assert_same(result, results["naive"])
     selections = [sampler.selection(r, K, SamplingKey(0, r.id, 0, "sae")).images for r in chosen]
     assert len({image for images in selections for image in images}) > K  # records differ in negatives

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED, Branch
 from mmpo.losses import LossInputs, MDPOLoss, MISPDPOLoss
@@ -61,8 +60,10 @@ def test_image_gradient_is_lemma_4_1_softmax_weighted_decomposition(log_q):
             inverse = 1 / torch.tensor(log_q[0]).exp()
             a = a + torch.log(inverse / inverse.mean())
         p = torch.softmax(a, 0)
-        closed = beta * torch.sigmoid(torch.logsumexp(a, 0)) * sum(
-            p[i] * (grad_logp[1 + i] - grad_logp[0]) for i in range(count)
+        closed = (
+            beta
+            * torch.sigmoid(torch.logsumexp(a, 0))
+            * sum(p[i] * (grad_logp[1 + i] - grad_logp[0]) for i in range(count))
         )
     torch.testing.assert_close(autograd, closed)
 
@@ -80,7 +81,11 @@ def known_q_tables():
     """beta 0.5: a = [log 2, 0] (rho(negative 0) = 2 log 2, rho(negative 1) = rho(chosen) = 0); q = [1/2, 1/4]."""
     policy = {CHOSEN: torch.tensor([-1.0]), negative(0): torch.tensor([-1.0 + 2 * math.log(2)])}
     policy[negative(1)] = torch.tensor([-4.0])
-    reference = {CHOSEN: torch.tensor([-1.0]), negative(0): torch.tensor([-1.0]), negative(1): torch.tensor([-4.0])}
+    reference = {
+        CHOSEN: torch.tensor([-1.0]),
+        negative(0): torch.tensor([-1.0]),
+        negative(1): torch.tensor([-4.0]),
+    }
     return policy, reference, LossInputs(negative_log_q=torch.log(torch.tensor([[0.5, 0.25]])))
 
 

@@ -91,7 +91,9 @@ def test_sae_yaml_has_the_paper_selection_and_names_its_allowed_values():
     sampler = build_negative_sampler(load("sae"))
     assert (sampler.select, sampler.diversity_weight, sampler.epoch_dependent) == ("greedy", 1.0, False)
     assert build_negative_sampler(OmegaConf.merge(load("sae"), {"select": "importance"})).epoch_dependent
-    with pytest.raises(ValueError, match=r"negative_sampler.select='top'; allowed: \['greedy', 'importance'\]"):
+    with pytest.raises(
+        ValueError, match=r"negative_sampler.select='top'; allowed: \['greedy', 'importance'\]"
+    ):
         build_negative_sampler(OmegaConf.merge(load("sae"), {"select": "top"}))
 
 

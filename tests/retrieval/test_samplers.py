@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from mmpo.branches import CHOSEN, CHOSEN_NEGATIVE, REJECTED
 from mmpo.data.records import read_records
@@ -119,7 +118,9 @@ def test_the_store_holds_every_draw_and_serves_it_back(pool, sae_path, records, 
         r.id: drawn[r.id] for r in records[:5]
     }
     assert positions(second, records[0], count=2, epoch=1) == positions(first, records[0], epoch=1)[:2]
-    sae_sampler(pool, sae_path, tmp_path, select="greedy").selection(records[0], 3, SamplingKey(0, "r00", 0, "sae"))
+    sae_sampler(pool, sae_path, tmp_path, select="greedy").selection(
+        records[0], 3, SamplingKey(0, "r00", 0, "sae")
+    )
     assert len(list(tmp_path.glob("sae-*.jsonl"))) == 2  # another configuration, another file
 
 
@@ -162,8 +163,12 @@ def test_start_up_problems_name_pool_sae_and_candidates(pool, sae_path, tmp_path
 def test_a_changed_records_file_makes_the_pool_stale(embedder, clip_dir, gallery, tmp_path):
     records = tmp_path / "records.jsonl"
     rows = [json.loads(line) for line in (gallery / "records.jsonl").read_text().splitlines()]
-    records.write_text("".join(json.dumps({**r, "images": [str(gallery / r["images"][0])]}) + "\n" for r in rows))
-    built = build_pool(embedder, clip_dir, gallery / "images", records, tmp_path / "pool", top_m=3, progress=False)
+    records.write_text(
+        "".join(json.dumps({**r, "images": [str(gallery / r["images"][0])]}) + "\n" for r in rows)
+    )
+    built = build_pool(
+        embedder, clip_dir, gallery / "images", records, tmp_path / "pool", top_m=3, progress=False
+    )
     sampler = ClipKnnSampler(str(built.directory))
     assert sampler.problems(3) == []
     records.write_text(records.read_text().replace("Yes.", "Yes!"))
@@ -192,7 +197,9 @@ def test_the_fingerprint_follows_pool_sae_and_selection_not_the_store(pool, sae_
     assert base["pool"] == pool.fingerprint and base["select"] == "greedy"
     assert sae_sampler(pool, sae_path, tmp_path / "elsewhere", store=False).fingerprint_fields() == base
     assert sae_sampler(pool, sae_path, tmp_path, diversity_weight=0.0).fingerprint_fields() != base
-    assert sae_sampler(pool, sae_path, tmp_path, temperature=9.0).fingerprint_fields() == base  # greedy: unused
+    assert (
+        sae_sampler(pool, sae_path, tmp_path, temperature=9.0).fingerprint_fields() == base
+    )  # greedy: unused
     other = tmp_path / "other.pt"
     sae, _ = fit_sae(pool, latent_dim=4, epochs=1, progress=False)
     sae.save(other, pool_fingerprint=pool.fingerprint)

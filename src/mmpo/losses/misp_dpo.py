@@ -14,8 +14,8 @@ positive image (``rejected@original``):
 form; the notes write it as a log-likelihood to maximise, the minimisation sign is [I]. At K = 1 with
 ``w = 1`` it is mDPO's CoPO term ``-log sigma(r(m_p, y_p) - r(m_n, y_p))``. Its gradient (Lemma 4.1) is
 
-    grad L_img = beta * sigma( logsumexp_j (a_j + log w_j) ) * sum_i p_i * (grad log pi(y_p | m_n^i) - grad log pi(y_p | m_p)),
-    p_i = softmax_i(a_i + log w_i),
+    grad L_img = beta * sigma( logsumexp_j (a_j + log w_j) ) * sum_i p_i * Delta_i,
+    Delta_i    = grad log pi(y_p | m_n^i) - grad log pi(y_p | m_p),      p_i = softmax_i(a_i + log w_i),
 
 a softmax-weighted combination of the per-negative correction directions.
 

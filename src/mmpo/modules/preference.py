@@ -96,7 +96,9 @@ def sampler_problems(plan: DataPlan) -> list[str]:
         if sampler is not None and count:
             check = checks.setdefault(id(sampler), [key, sampler, 0])
             check[2] = max(check[2], count)
-    return [f"{key}: {problem}" for key, sampler, count in checks.values() for problem in sampler.problems(count)]
+    return [
+        f"{key}: {problem}" for key, sampler, count in checks.values() for problem in sampler.problems(count)
+    ]
 
 
 class PreferenceModule(TrainingModule):

@@ -93,7 +93,9 @@ class PoolSampler(NegativeSampler):
     # ---- start-up checks -----------------------------------------------------------------------------
     def problems(self, count: int) -> list[str]:
         if self.pool is None:
-            return [f"{self.name} draws from a pool: set negative_sampler.pool=<directory of scripts/build_pool.py>"]
+            return [
+                f"{self.name} draws from a pool: set negative_sampler.pool=<directory of scripts/build_pool.py>"
+            ]
         from mmpo.provenance import sha256_file
         from mmpo.retrieval.pool import read_manifest
 
@@ -123,7 +125,9 @@ class PoolSampler(NegativeSampler):
                 f"record {record.id!r} has {len(images)} images; negative_sampler={self.name} replaces one "
                 "image (a pool holds each record's first)"
             )
-        selection = self.selection(record, count, SamplingKey(seed, record.id, epoch, self.stream(0, reference)))
+        selection = self.selection(
+            record, count, SamplingKey(seed, record.id, epoch, self.stream(0, reference))
+        )
         size = images[0].size
         log_q = selection.log_q or (None,) * count
         return [

@@ -108,7 +108,13 @@ def build_shapes_pool(
         pairs.append((target, caption))
     clip = train_clip(pairs, out / "clip", epochs=clip_epochs, seed=seed)
     pool = build_pool(
-        ClipEmbedder.from_path(clip), clip, out / "gallery", world / "train.jsonl", out, top_m=top_m, progress=progress
+        ClipEmbedder.from_path(clip),
+        clip,
+        out / "gallery",
+        world / "train.jsonl",
+        out,
+        top_m=top_m,
+        progress=progress,
     )
     sae, _ = fit_sae(pool, latent_dim=latent_dim, epochs=sae_epochs, seed=seed, progress=progress)
     (out / "sae").mkdir()
