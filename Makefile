@@ -62,7 +62,7 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests scripts
 	$(VENV)/bin/ruff format src tests scripts
 
-bench: install ## Step benchmark on a LLaVA-1.5-7B-proportioned proxy: every engine mode x reference (~8 min)
+bench: install ## Step benchmark on a LLaVA-1.5-7B-proportioned proxy: DPO, mDPO, MISP-DPO x engine mode x reference
 	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py $(ARGS)
 
 eval: install nltk-data ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shapes_pope,shapes_chair]"

@@ -1,6 +1,6 @@
 """Benchmark one preference training step per engine mode on a LLaVA-1.5-7B-proportioned proxy.
 
-    python scripts/bench_step.py                      # DPO and mDPO, every mode: ~8 min on 2 idle cores
+    python scripts/bench_step.py                      # DPO, mDPO and MISP-DPO (K = 3), every mode
     python scripts/bench_step.py --layers 4 --batch-size 1 --repeats 5 --losses dpo
     python scripts/bench_step.py --losses misp_k1,misp,misp_k5   # MISP-DPO with K = 1, 3, 5 negative images
 
@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--lora-r", type=int, default=8)
     size.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
     run = parser.add_argument_group("measurement")
-    run.add_argument("--losses", default="dpo,mdpo")
+    run.add_argument("--losses", default="dpo,mdpo,misp")
     run.add_argument("--warmup", type=int, default=2)
     run.add_argument("--repeats", type=int, default=10)
     run.add_argument("--threads", type=int, default=2)
