@@ -84,30 +84,41 @@ TABLE := $(PY) scripts/results_table.py --metrics $(TABLE_METRICS) --wandb off
 sft-base: install ## SFT the tiny VLM on the shapes world (once per code version and recipe); prints its directory
 	$(PY) -m mmpo.bases sft_shapes
 
-repro-mdpo-table2: sft-base ## mDPO Table 2 on shapes: full / -CoPO / -AncPO / -both (=DPO), 3 seeds
+repro-shapes-mdpo-table2: sft-base ## mDPO Table 2 on shapes: full / -CoPO / -AncPO / -both (=DPO), 3 seeds
 	rm -rf $(REPRO)/mdpo_table2
 	$(MDPO_SWEEP) loss.w_copo=1,0 loss.w_anc=1,0 hydra.sweep.dir=$(REPRO)/mdpo_table2
 	$(TABLE) $(REPRO)/mdpo_table2 --out $(REPRO)/mdpo_table2/results
 
-repro-mdpo-table3: sft-base ## mDPO Table 3 on shapes: rejected image = random image / crop 0-20% / crop 20-50% / MoCo v2
+repro-shapes-mdpo-table3: sft-base ## mDPO Table 3 on shapes: rejected image = random image / crop 0-20% / crop 20-50% / MoCo v2
 	rm -rf $(REPRO)/mdpo_table3
 	$(MDPO_SWEEP) negative_sampler=random_image,crop,crop_20_50,mocov2 negative_sampler@val_negative_sampler=crop hydra.sweep.dir=$(REPRO)/mdpo_table3
 	$(TABLE) $(REPRO)/mdpo_table3 --out $(REPRO)/mdpo_table3/results --ignore "negative_sampler@val_negative_sampler"
 
-repro-mdpo-table4: sft-base ## mDPO Table 4 on shapes: anchors y_w / y_w,y_l / y_w,y_l,m_l
+repro-shapes-mdpo-table4: sft-base ## mDPO Table 4 on shapes: anchors y_w / y_w,y_l / y_w,y_l,m_l
 	rm -rf $(REPRO)/mdpo_table4
 	$(MDPO_SWEEP) 'loss.anchors=[chosen],[chosen,rejected],[chosen,rejected,corrupted]' hydra.sweep.dir=$(REPRO)/mdpo_table4
 	$(TABLE) $(REPRO)/mdpo_table4 --out $(REPRO)/mdpo_table4/results
 
 PREF_SWEEP := $(PY) train.py -m experiment=demo_pref seed=$(SEEDS)
-repro-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDPO on held-out pairs, 3 seeds
+repro-shapes-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image) vs mDPO on held-out pairs, 3 seeds
 	rm -rf $(REPRO)/mdpo_fig1
 	$(PREF_SWEEP) loss=dpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo
 	$(PREF_SWEEP) loss=dpo data.image=none hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo_noimage
 	$(PREF_SWEEP) loss=mdpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/mdpo
 	$(TABLE) $(REPRO)/mdpo_fig1 --out $(REPRO)/mdpo_fig1/results
 
-repro-mdpo: repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 ## All three mDPO ablation tables
+repro-shapes: repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 ## The whole chain on the CPU: SFT base, Fig. 1 and the ablation tables on shapes
+
+# ---- paper tables on the papers' models: without the local weights and data they print what to download,
+# where to put it and the GPU hours (src/mmpo/repro.py); with them they run the sweep.
+repro-mdpo-table1: install ## mDPO Table 1 on LLaVA-1.5-7B: DPO vs mDPO on MMHal, Object HalBench, AMBER
+	$(PY) -m mmpo.repro mdpo-table1
+repro-mdpo-table2: install ## mDPO Table 2 on LLaVA-1.5-7B: conditional / anchor term ablation
+	$(PY) -m mmpo.repro mdpo-table2
+repro-mdpo-table3: install ## mDPO Table 3 on LLaVA-1.5-7B: rejected-image choice
+	$(PY) -m mmpo.repro mdpo-table3
+repro-mdpo-table4: install ## mDPO Table 4 on LLaVA-1.5-7B: anchor choice
+	$(PY) -m mmpo.repro mdpo-table4
 
 # ---- MISP-DPO on the shapes world: its pool (gallery of SFT scenes, tiny CLIP, SAE) under data/pools/shapes --
 misp-shapes-pool: install ## MISP-DPO's candidate pool and SAE for the shapes world (data/pools/shapes, ~2 min)

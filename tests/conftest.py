@@ -43,40 +43,32 @@ def shapes_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def compose(tmp_path, shapes_dir):
     """``compose(overrides)`` -> the real train config, small and pointed at tmp dirs, like `python train.py`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    import mmpo.config  # noqa: F401  (registers the structured configs)
+    from mmpo.config import compose_job
 
     def _compose(overrides: list[str] = (), small: bool = True, quiet: bool = True):
         """``small`` shrinks the data and the run; ``quiet`` logs to CSV only, without progress output."""
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            base = []
-            if quiet:
-                base += [
-                    "logger=csv",
-                    "trainer.enable_progress_bar=false",
-                    "trainer.enable_model_summary=false",
-                ]
-            if small:
-                base += [
-                    "data.limit_train=4",
-                    "data.limit_val=4",
-                    "data.batch_size=2",
-                    "trainer.max_epochs=1",
-                    "data.shapes.num_scenes=40",
-                    "trainer.log_every_n_steps=1",
-                ]
-            if not any(o.startswith("model=") or o.startswith("experiment=") for o in overrides):
-                base.append("model=tiny_llava")  # the random tiny model: no SFT base to build first
-            cfg = hydra_compose("train", overrides=[*base, *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
+        base = []
+        if quiet:
+            base += [
+                "logger=csv",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+            ]
+        if small:
+            base += [
+                "data.limit_train=4",
+                "data.limit_val=4",
+                "data.batch_size=2",
+                "trainer.max_epochs=1",
+                "data.shapes.num_scenes=40",
+                "trainer.log_every_n_steps=1",
+            ]
+        if not any(o.startswith("model=") or o.startswith("experiment=") for o in overrides):
+            base.append("model=tiny_llava")  # the random tiny model: no SFT base to build first
+        cfg = compose_job([*base, *overrides])
         with open_dict(cfg):
-            del cfg["hydra"]  # as in a real run, the job config has no hydra node
             cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.data_dir = str(shapes_dir.parent)
             if cfg.data.source == "shapes":
@@ -84,4 +76,3 @@ def compose(tmp_path, shapes_dir):
         return cfg
 
     yield _compose
-    GlobalHydra.instance().clear()

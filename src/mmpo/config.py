@@ -218,6 +218,23 @@ register_configs()
 register_resolvers()
 
 
+def compose_job(overrides: list[str]) -> DictConfig:
+    """The job config ``python train.py <overrides>`` runs, composed from ``conf/`` outside a Hydra run:
+    the hydra node is read (``${hydra:...}`` values such as ``choices`` resolve) and removed, as in a run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
 def check(cfg: DictConfig, *checks: Callable[[DictConfig], list[str]]) -> None:
     """Run every check on ``cfg`` and raise one :class:`ConfigError` listing every problem; unset
     mandatory values (``???``) are reported first, since every other check may read them."""

@@ -1,0 +1,224 @@
+"""Reproduction targets: one per paper table, each a Hydra multirun of the paper's runs on its real model.
+
+``python -m mmpo.repro <target>`` (``make repro-<target>``) composes every point of the target's sweep
+with the real ``conf/``, runs the start-up checks a run would (module kind, trainer, benchmark data), and
+- if anything is missing, prints what to download, the exact place the composed config reads it from,
+  and the GPU hours the target needs, then exits 2 without starting a run;
+- otherwise runs ``python train.py -m <sweep>`` into ``outputs/repro/<target>`` and writes its table.
+
+GPU hours are the paper's own figure where it gives one; otherwise :func:`estimated_gpu_hours`.
+``python -m mmpo.repro --list`` lists the targets. The shapes world's CPU versions of the same tables are
+``make repro-shapes`` (the Makefile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[2]
+A100_BF16_FLOPS = 312e12  # dense bf16 peak of one A100
+MFU = 0.35  # model FLOPs utilisation assumed for the estimate
+FORWARDS_PER_POLICY_BRANCH = 4  # forward + recomputed forward (checkpointing) + backward (about 2 forwards)
+
+
+@dataclass(frozen=True)
+class Download:
+    """One thing to fetch: ``how`` is a shell command with ``{path}`` = the composed value of ``key``."""
+
+    key: str
+    what: str
+    how: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """A paper table: the sweep that reproduces it, what it reads and what it costs."""
+
+    paper: str
+    table: str
+    sweep: tuple[str, ...]  # train.py multirun overrides
+    downloads: tuple[Download, ...]
+    records: int  # training examples (pairs) per epoch
+    tokens_per_branch: int  # image tokens + prompt + response of one branch
+    parameters: float  # model parameters, for the estimate
+    gpu_hours_reported: float | None = None
+    note: str = ""
+
+
+LLAVA7B = Download(
+    "model.path",
+    "LLaVA-1.5-7B in HF layout (llava-hf/llava-1.5-7b-hf)",
+    "huggingface-cli download llava-hf/llava-1.5-7b-hf --local-dir {path}",
+)
+MDPO_DATA = Download(
+    "data.path",
+    "the mDPO preference set (fwnlp/mDPO-preference-data, 10K VLFeedback pairs), converted to records",
+    "huggingface-cli download fwnlp/mDPO-preference-data --repo-type dataset --local-dir {path}.raw && "
+    "python scripts/convert.py --format mdpo --input {path}.raw/vlfeedback_llava_10k.json "
+    "--image-root {path}.raw/images --output {path}",
+)
+MDPO_BENCHMARKS = "benchmark=[mmhal,object_halbench,amber]"
+MDPO_ON_LLAVA = "the paper runs its ablations on Bunny-v1.0-3B, which transformers 5 cannot load (README, Models); this target runs them on LLaVA-1.5-7B"
+MDPO_COST = dict(records=10_000, tokens_per_branch=800, parameters=7.06e9)
+
+TARGETS: dict[str, Target] = {
+    "mdpo-table1": Target(
+        "mDPO (arXiv 2406.11839)",
+        "Table 1, LLaVA-v1.5-7B rows: DPO vs mDPO",
+        ("experiment=mdpo_llava7b", "loss=dpo,mdpo", MDPO_BENCHMARKS),
+        (LLAVA7B, MDPO_DATA),
+        **MDPO_COST,
+    ),
+    "mdpo-table2": Target(
+        "mDPO (arXiv 2406.11839)",
+        "Table 2: full / - conditional term / - anchor term / - both",
+        ("experiment=mdpo_llava7b", "loss.w_copo=1,0", "loss.w_anc=1,0", MDPO_BENCHMARKS),
+        (LLAVA7B, MDPO_DATA),
+        **MDPO_COST,
+        note=MDPO_ON_LLAVA,
+    ),
+    "mdpo-table3": Target(
+        "mDPO (arXiv 2406.11839)",
+        "Table 3: rejected image = random image / crop 0-20% / crop 20-50% / MoCo v2",
+        ("experiment=mdpo_llava7b", "negative_sampler=random_image,crop,crop_20_50,mocov2", MDPO_BENCHMARKS),
+        (LLAVA7B, MDPO_DATA),
+        **MDPO_COST,
+        note=MDPO_ON_LLAVA,
+    ),
+    "mdpo-table4": Target(
+        "mDPO (arXiv 2406.11839)",
+        "Table 4: anchors y_w / y_w,y_l / y_w,y_l,m_l",
+        (
+            "experiment=mdpo_llava7b",
+            "loss.anchors=[chosen],[chosen,rejected],[chosen,rejected,corrupted]",
+            MDPO_BENCHMARKS,
+        ),
+        (LLAVA7B, MDPO_DATA),
+        **MDPO_COST,
+        note=MDPO_ON_LLAVA,
+    ),
+}
+
+
+def estimated_gpu_hours(
+    parameters: float, tokens: int, records: int, epochs: int, policy_branches: int, reference_branches: int
+) -> float:
+    """A100 hours of one run from the transformer FLOP count, 2·P FLOPs per token per forward::
+
+        FLOPs = epochs · records · tokens · 2P · (4 · policy_branches + reference_branches)
+        hours = FLOPs / (312e12 · MFU) / 3600,   MFU = 0.35
+
+    A policy branch costs 4 forwards (forward, the forward that gradient checkpointing recomputes, and a
+    backward of about two), a reference branch one. An estimate, to size the job; not a measurement."""
+    flops = epochs * records * tokens * 2 * parameters
+    flops *= FORWARDS_PER_POLICY_BRANCH * policy_branches + reference_branches
+    return flops / (A100_BF16_FLOPS * MFU) / 3600
+
+
+def sweep_points(sweep: tuple[str, ...]) -> list[list[str]]:
+    """The override list of every point of a multirun, expanded as Hydra's basic sweeper expands it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(sweep))
+    return [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
+
+
+def point_problems(cfg: DictConfig) -> list[str]:
+    """What stops this run at start-up: the module kind's and the trainer's checks and the benchmarks'."""
+    from mmpo.config import ConfigError, module_class
+    from mmpo.evaluate import load_benchmarks
+    from mmpo.train import check_run
+
+    problems: list[str] = []
+    for check_ in (check_run, lambda cfg: load_benchmarks(cfg, module_class(cfg))):
+        try:
+            check_(cfg)
+        except ConfigError as error:
+            problems += error.problems
+    return problems
+
+
+def branch_counts(cfg: DictConfig) -> tuple[int, int]:
+    """(policy, reference) branches per record of the composed loss, as the training step forwards them."""
+    from mmpo.losses import build_loss
+    from mmpo.modules.preference import plan
+
+    branches = len(plan(cfg, build_loss(cfg.loss).requirements).branches["train"])
+    return branches, branches
+
+
+def gpu_hours(target: Target, points: list[DictConfig]) -> tuple[float, str]:
+    if target.gpu_hours_reported is not None:
+        return target.gpu_hours_reported, "reported by the paper"
+    total = 0.0
+    for cfg in points:
+        policy, reference = branch_counts(cfg)
+        epochs = int(cfg.trainer.max_epochs)
+        total += estimated_gpu_hours(
+            target.parameters, target.tokens_per_branch, target.records, epochs, policy, reference
+        )
+    return (
+        total,
+        f"estimated (mmpo.repro.estimated_gpu_hours, {len(points)} runs, A100 bf16 at {MFU:.0%} MFU)",
+    )
+
+
+def report(
+    name: str, target: Target, points: list[DictConfig], problems: list[str], sweep: tuple[str, ...]
+) -> str:
+    hours, basis = gpu_hours(target, points)
+    lines = [f"{name}: {target.paper}, {target.table}", f"GPU hours: {hours:.0f} A100 hours, {basis}"]
+    if target.note:
+        lines.append(f"Note: {target.note}")
+    first = points[0]
+    lines.append("Download once (nothing is downloaded at run time):")
+    for download in target.downloads:
+        path = OmegaConf.select(first, download.key)
+        state = "present" if path and Path(path).exists() else "MISSING"
+        lines.append(f"  - [{state}] {download.what}\n      to {download.key}={path}")
+        lines.append("      " + download.how.format(path=path))
+    if problems:
+        lines.append("What the runs' start-up checks report now:")
+        lines += ["  - " + problem.replace("\n", "\n    ") for problem in dict.fromkeys(problems)]
+    lines.append(f"Sweep: python train.py -m {' '.join(sweep)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("target", nargs="?", choices=sorted(TARGETS))
+    parser.add_argument("--list", action="store_true", help="list the targets")
+    parser.add_argument("--check", action="store_true", help="print what the target needs; never run it")
+    parser.add_argument("overrides", nargs="*", help="added to every run, e.g. paths.model_dir=/models")
+    args = parser.parse_args(argv)
+    if args.list or args.target is None:
+        for name, target in TARGETS.items():
+            print(f"repro-{name}: {target.paper}, {target.table}")
+        return 0
+    from mmpo.config import compose_job
+
+    target = TARGETS[args.target]
+    sweep = (*target.sweep, *args.overrides)
+    points = [compose_job(overrides) for overrides in sweep_points(sweep)]
+    problems = [problem for cfg in points for problem in point_problems(cfg)]
+    print(report(args.target, target, points, problems, sweep))
+    if problems:
+        return 2
+    if args.check:
+        return 0
+    sweep_dir = ROOT / "outputs" / "repro" / args.target
+    command = [sys.executable, "train.py", "-m", *sweep, f"hydra.sweep.dir={sweep_dir}"]
+    return subprocess.call(command, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
