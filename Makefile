@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
         repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo \
-        misp-shapes-pool repro-misp-dpo
+        misp-shapes-pool repro-shapes-misp-dpo
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -133,7 +133,7 @@ MISP_VAL := negative_sampler@val_negative_sampler=random_image
 MISP_METRICS := shapes_chair/CHAIRi shapes_chair/CHAIRs shapes_chair/recall shapes_pope/avg/f1 val/rewards/accuracies val/image_reliance/accuracy val/rewards/conditional_margin
 MISP_TABLE := $(PY) scripts/results_table.py --metrics $(MISP_METRICS) --wandb off --ignore "negative_sampler@val_negative_sampler"
 MISP_K3 := '$(MISP)/k/*_loss.num_negatives:3+*'
-repro-misp-dpo: sft-base misp-shapes-pool ## MISP-DPO on shapes: K 1/2/3/5, beta sweep; vs importance draws, random multi-negative, mDPO, DPO; 3 seeds
+repro-shapes-misp-dpo: sft-base misp-shapes-pool ## MISP-DPO on shapes: K 1/2/3/5, beta sweep; vs importance draws, random multi-negative, mDPO, DPO; 3 seeds
 	rm -rf $(MISP)
 	$(MISP_RUN) loss.num_negatives=1,2,3,5 loss.beta=0.5 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/k
 	$(MISP_RUN) loss.beta=0.1,0.25,1.0 loss.num_negatives=3 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/beta
