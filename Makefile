@@ -138,7 +138,7 @@ repro-shapes-misp-dpo: sft-base misp-shapes-pool ## MISP-DPO on shapes: K 1/2/3/
 	$(MISP_RUN) loss.num_negatives=1,2,3,5 loss.beta=0.5 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/k
 	$(MISP_RUN) loss.beta=0.1,0.25,1.0 loss.num_negatives=3 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/beta
 	$(MISP_RUN) negative_sampler.select=importance experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/importance
-	$(MISP_RUN) negative_sampler=random_image experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/random
+	$(MISP_RUN) negative_sampler=random_image '~negative_sampler.pool' experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/random
 	$(MISP_RUN) experiment=mdpo_shapes $(MISP_VAL) $(MISP_COMMON) hydra.sweep.dir=$(MISP)/mdpo
 	$(MISP_RUN) experiment=demo_pref loss=dpo $(MISP_VAL) $(MISP_COMMON) hydra.sweep.dir=$(MISP)/dpo
 	$(MISP_TABLE) $(MISP)/k --out $(MISP)/k/results

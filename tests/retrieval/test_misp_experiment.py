@@ -15,6 +15,7 @@ from omegaconf import open_dict
 
 from mmpo.data import shapes
 from mmpo.data.records import read_records
+from mmpo.modules.preference import PreferenceModule
 from mmpo.negatives import ClipKnnSampler, SaeSampler
 from mmpo.retrieval.sae import SparseAutoencoder
 from mmpo.retrieval.shapes_pool import build_shapes_pool, gallery_scenes
@@ -125,6 +126,13 @@ def test_importance_draws_hand_their_log_q_to_the_loss(compose, shapes_pool, tmp
         (1 / p.square().sum(-1)).mean().item(), rel=1e-4
     )
     assert first_logged(out, "train/misp/weight[0]_step") == pytest.approx(p[:, 0].mean().item(), rel=1e-4)
+
+
+def test_the_random_multi_negative_baseline_is_the_experiment_with_random_images(compose):
+    overrides = ["negative_sampler=random_image", "~negative_sampler.pool", "model=tiny_llava"]
+    cfg = compose(["experiment=misp_dpo_shapes", *overrides])
+    assert PreferenceModule.problems(cfg) == []
+    assert cfg.negative_sampler._target_.endswith("RandomImageSampler") and cfg.loss.num_negatives == 3
 
 
 @pytest.mark.slow
