@@ -13,8 +13,8 @@ export OMP_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
-        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo \
-        misp-shapes-pool repro-shapes-misp-dpo
+        repro-mdpo-fig1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-mdpo repro-chip-shapes \
+        repro-misp-dpo-table1 misp-shapes-pool repro-shapes-misp-dpo
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -119,6 +119,35 @@ repro-mdpo-table3: install ## mDPO Table 3 on LLaVA-1.5-7B: rejected-image choic
 	$(PY) -m mmpo.repro mdpo-table3
 repro-mdpo-table4: install ## mDPO Table 4 on LLaVA-1.5-7B: anchor choice
 	$(PY) -m mmpo.repro mdpo-table4
+
+# ---- the baselines of MISP-DPO's Table 1 on one data set and one evaluation --------------------------------
+# The demo's preference stage from the SFT base, every run benchmarked after training (shapes POPE, CHAIR) and
+# validated against the same diffusion-noised image (image reliance); mDPO with the single diffusion negative
+# MISP-DPO's reproduction uses (its §5.4), CHiP with its own (step 500).
+BENCH_SWEEP := $(PY) train.py -m experiment=demo_pref seed=$(SEEDS) benchmark=[shapes_pope,shapes_chair] \
+	negative_sampler@val_negative_sampler=diffusion
+BENCH_METRICS := shapes_pope/avg/accuracy shapes_pope/adversarial/accuracy shapes_pope/avg/f1 shapes_chair/CHAIRs shapes_chair/CHAIRi val/rewards/accuracies val/image_reliance/accuracy
+BENCH_TABLE := $(PY) scripts/results_table.py --metrics $(BENCH_METRICS) --wandb off
+BENCH_IGNORE := --ignore "negative_sampler@val_negative_sampler"
+define baseline-rows
+	$(BENCH_SWEEP) loss=dpo hydra.sweep.dir=$(1)/dpo
+	$(BENCH_SWEEP) loss=mdpo negative_sampler=diffusion hydra.sweep.dir=$(1)/mdpo
+	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion hydra.sweep.dir=$(1)/chip
+endef
+
+repro-chip-shapes: sft-base ## CHiP (as its code, and with the weighted noisy reference) beside DPO and mDPO on shapes, 3 seeds
+	rm -rf $(REPRO)/chip_shapes
+	$(call baseline-rows,$(REPRO)/chip_shapes)
+	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion loss.noisy_reference=weighted hydra.sweep.dir=$(REPRO)/chip_shapes/chip_weighted
+	$(BENCH_TABLE) $(REPRO)/chip_shapes --out $(REPRO)/chip_shapes/results $(BENCH_IGNORE)
+
+# MISP-DPO's negatives come from the shapes pool (make misp-shapes-pool: data/pools/shapes)
+repro-misp-dpo-table1: sft-base misp-shapes-pool ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, random multi-negative, MISP-DPO, 3 seeds
+	rm -rf $(REPRO)/misp_dpo_table1
+	$(call baseline-rows,$(REPRO)/misp_dpo_table1)
+	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=random_image hydra.sweep.dir=$(REPRO)/misp_dpo_table1/random_multi_negative
+	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=sae negative_sampler.pool=$(CURDIR)/data/pools/shapes hydra.sweep.dir=$(REPRO)/misp_dpo_table1/misp_dpo
+	$(BENCH_TABLE) $(REPRO)/misp_dpo_table1 --out $(REPRO)/misp_dpo_table1/results $(BENCH_IGNORE)
 
 # ---- MISP-DPO on the shapes world: its pool (gallery of SFT scenes, tiny CLIP, SAE) under data/pools/shapes --
 misp-shapes-pool: install ## MISP-DPO's candidate pool and SAE for the shapes world (data/pools/shapes, ~2 min)

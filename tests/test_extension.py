@@ -103,7 +103,7 @@ def test_its_requirements_fail_cleanly_at_start_up_or_name_the_record(tmp_path, 
     )
     one_rejected = user_train("loss=triple_negative", "negative_sampler=crop", tmp=tmp_path / "b")
     assert one_rejected.returncode == 2 and "Traceback" not in one_rejected.stderr
-    assert "the loss needs 2 rejected response(s); field 'rejected' holds 1" in one_rejected.stderr
+    assert "field 'rejected' holds 1, but the loss needs 2 rejected response(s)" in one_rejected.stderr
 
 
 def test_a_module_kind_from_outside_src_trains_through_train_py(tmp_path):

@@ -162,6 +162,29 @@ def test_a_run_resumed_mid_epoch_continues_batch_for_batch(compose, tmp_path, re
     assert {r["step"] for r in metrics_rows(Path(resumed.paths.output_dir)) if r.get("val/loss")} <= steps
 
 
+def test_an_extended_run_continues_on_the_schedule_of_its_new_limits(compose, tmp_path):
+    """A finished 4-step cosine run resumed with trainer.max_steps=8: its learning rates from step 4 on are
+    those of an uninterrupted 8-step run (no warm-up again, and not the finished schedule's 0)."""
+    common = [
+        "data.limit_train=8",
+        "trainer.max_epochs=4",
+        "optim.scheduler=cosine",
+        "optim.warmup_ratio=0.25",
+    ]
+    whole = compose([*common, "trainer.max_steps=8"])
+    run(whole)
+    first = compose([*common, "trainer.max_steps=4"])
+    first.paths.output_dir = str(tmp_path / "first")
+    run(first)
+    extended = compose([*common, "trainer.max_steps=8", f"ckpt_path={tmp_path / 'first'}"])
+    extended.paths.output_dir = str(tmp_path / "extended")
+    run(extended)
+    expected = logged(Path(whole.paths.output_dir), "lr-AdamW")
+    assert len(expected) == 8 and expected[4] > 0.5 * max(expected)  # the 8-step schedule is mid-way at 4
+    assert logged(tmp_path / "first", "lr-AdamW")[-1] < expected[3]  # the 4-step one was near its end
+    assert logged(tmp_path / "extended", "lr-AdamW") == pytest.approx(expected[4:], rel=1e-6)
+
+
 def wandb_run_ids(run_dir: Path) -> list[str]:
     return [path.name.rsplit("-", 1)[1] for path in (run_dir / "wandb").glob("offline-run-*")]
 

@@ -245,6 +245,49 @@ def test_kill_9_keeps_the_periodic_checkpoint_and_the_run_resumes_from_it(tmp_pa
     assert stale.returncode == 0 and "trained no step: the checkpoint is at step" in stale.stdout
 
 
+def test_a_requeued_slurm_job_resumes_from_its_sigterm_checkpoint_in_its_own_run_directory(tmp_path):
+    """SLURM requeues a job by SIGTERM, then starts it again with SLURM_RESTART_COUNT=1 and the same config
+    (the submitit launcher's sweep subdirectory is the job number): it continues where it stopped."""
+    run = tmp_path / "run"
+    same = [
+        "callbacks.model_checkpoint.every_n_train_steps=5",
+        "trainer.max_steps=30",
+        f"hydra.run.dir={run}",
+    ]
+    proc = start(tmp_path, *same)
+    wait_for("run/checkpoints/last.ckpt", tmp_path)  # training is under way
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")[
+        "global_step"
+    ]
+    assert 5 <= step < 30
+    again = command(
+        *SMALL, "data.limit_train=null", "trainer.max_epochs=50", *same, log_dir=tmp_path / "outputs"
+    )
+    requeued = subprocess.run(
+        again,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SLURM_RESTART_COUNT": "1"},
+    )
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert (
+        f"requeued job (SLURM_RESTART_COUNT=1): {run / 'checkpoints' / 'last.ckpt'}"
+        in requeued.stdout + requeued.stderr
+    )
+    summary = (run / "summary.txt").read_text()
+    assert "status=finished" in summary and "steps=30" in summary
+    # the same command outside a requeue is another run, refused in that directory
+    refused = cli(
+        *SMALL, "data.limit_train=null", "trainer.max_epochs=50", *same, log_dir=tmp_path / "outputs"
+    )
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+
+
 def test_resuming_from_a_run_without_a_checkpoint_is_a_clear_error(tmp_path):
     out = cli(*SMALL, f"ckpt_path={tmp_path}", log_dir=tmp_path / "o")
     assert out.returncode == 2 and "no checkpoint at" in out.stderr and "Traceback" not in out.stderr

@@ -71,6 +71,30 @@ LogProbs = dict[Branch, Tensor]
 """Per-branch sequence log-probs, each a float32 tensor of shape [batch]."""
 
 
+@dataclass(frozen=True)
+class TokenLogProbs:
+    """Per-token log-probs of one branch's responses, for losses with token-level terms.
+
+    Rows are the batch's records; response token ``t`` of a record sits at column ``t`` (left aligned), the
+    rows are right padded to the branch's longest response. ``logps.sum(-1)`` is the branch's sequence
+    log-prob; padding holds 0 in ``logps`` and ``ids`` and ``False`` in ``mask``.
+    """
+
+    logps: Tensor
+    """[batch, T] float32: log pi(y_t | prompt, y_<t) of each response token (eos included)."""
+    ids: Tensor
+    """[batch, T] the response token ids."""
+    mask: Tensor
+    """[batch, T] bool: True on response tokens."""
+    vocab: Tensor | None = None
+    """[batch, T, V] float32 log-softmax over the vocabulary at each response position (only for the
+    branches a loss lists in ``Requirements.token_distributions``; 0 on padding)."""
+
+
+TokenTables = dict[Branch, TokenLogProbs]
+"""Per-branch :class:`TokenLogProbs` of the branches a loss asked for."""
+
+
 def negatives_needed(branches) -> int:
     """How many negative images per record ``branches`` read: 1 + the largest ``k`` (0 without any)."""
     return max((b.k + 1 for b in branches if b.image == "negative"), default=0)

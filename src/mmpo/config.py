@@ -85,7 +85,8 @@ class ShapesSchema:
 @dataclass
 class DataSchema:
     name: str = "shapes"
-    source: str = "shapes"  # shapes (generated under `path`) | files (JSONL records under `path`)
+    source: str = "shapes"  # shapes (generated under `path`) | files (records under `path`)
+    format: str = "jsonl"  # jsonl (train.jsonl, val.jsonl) | arrow (datasets folders train/, val/)
     path: str = MISSING
     train_file: str = "train.jsonl"
     val_file: str = "val.jsonl"

@@ -33,6 +33,7 @@ from mmpo.config import CONF_DIR, ConfigError, check, module_class
 from mmpo.loggers import continue_wandb_run, finish_wandb_runs, wandb_mode
 from mmpo.modules.base import TrainingDiverged, TrainingModule
 
+REQUEUE_COUNT = "SLURM_RESTART_COUNT"  # set by SLURM in a requeued job: how often it was requeued
 log = logging.getLogger("mmpo")
 
 
@@ -89,22 +90,39 @@ def checkpoint_step(path: str) -> int:
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
 
 
-def claim_run_dir(out: Path, cfg: DictConfig) -> None:
+def claim_run_dir(out: Path, cfg: DictConfig) -> str | None:
     """Write ``config.yaml``, failing if the directory already holds a run: two runs never share one.
-    Only the process of global rank 0 claims: the other ranks of a DDP job share its directory."""
+    Only the process of global rank 0 claims: the other ranks of a DDP job share its directory.
+
+    A SLURM job requeued after pre-emption or its time limit (``SLURM_RESTART_COUNT`` > 0; the submitit
+    launcher with ``hydra.launcher.max_num_timeout`` > 0) starts again in the directory of its first start
+    with the same config: it gets back the checkpoint to resume from (``checkpoints/last.ckpt``, written on
+    SIGTERM and periodically), or None to train again from the start."""
     from lightning.pytorch.utilities import rank_zero_only
 
     out.mkdir(parents=True, exist_ok=True)
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    claimed = out / "config.yaml"
+    if int(os.environ.get(REQUEUE_COUNT) or 0) > 0 and claimed.is_file() and claimed.read_text() == text:
+        last = out / "checkpoints" / "last.ckpt"
+        log.info(
+            "requeued job (%s=%s): %s",
+            REQUEUE_COUNT,
+            os.environ[REQUEUE_COUNT],
+            last if last.is_file() else "no checkpoint yet, training from the start",
+        )
+        return str(last) if last.is_file() else None
     if rank_zero_only.rank != 0:
-        return
+        return None
     try:
-        with open(out / "config.yaml", "x") as handle:
-            handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+        with open(claimed, "x") as handle:
+            handle.write(text)
     except FileExistsError:
         raise ConfigError(
             f"the run directory {out} already holds a run (config.yaml); a run never writes into another "
             "run's directory: drop hydra.run.dir to get a fresh one, or resume with ckpt_path=<that run>"
         ) from None
+    return None
 
 
 def remove_stub(out: Path) -> None:
@@ -151,8 +169,6 @@ def run(cfg: DictConfig) -> float | None:
     """Check, build the module kind ``module`` names and its data, fit, save, summarise, evaluate."""
     kind = check_run(cfg)
     ckpt_path = resume_checkpoint(cfg.ckpt_path)
-    wandb_mode()
-    continue_wandb_run(cfg, ckpt_path)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     benchmarks = None
@@ -163,7 +179,9 @@ def run(cfg: DictConfig) -> float | None:
     start = time.time()
     resolve_init_from(cfg.model, cfg.paths.base_dir)  # base:<experiment> -> its run directory
     out = Path(cfg.paths.output_dir)
-    claim_run_dir(out, cfg)
+    ckpt_path = claim_run_dir(out, cfg) or ckpt_path
+    wandb_mode()
+    continue_wandb_run(cfg, ckpt_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     module, datamodule = kind.build(cfg)

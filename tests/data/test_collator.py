@@ -186,7 +186,10 @@ def test_swapped_context_and_negative_images(setup, examples, shapes_dir):
     assert not torch.equal(negative, own)
     with pytest.raises(RecordError, match="needs negative image 1, but the negative_sampler drew 1"):
         PreferenceCollator(processor, setup[1], (Branch("chosen", "negative", 1),))([example])
-    with pytest.raises(RecordError, match="needs rejected response 1, but field 'rejected' holds 1"):
+    with pytest.raises(
+        RecordError,
+        match="field 'rejected' holds 1, but branch rejected.1.@original needs rejected response 1",
+    ):
         PreferenceCollator(processor, setup[1], (Branch("rejected", j=1),))([example])
 
 

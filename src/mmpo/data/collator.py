@@ -11,13 +11,19 @@ follow ``truncation`` without ever cutting the prompt:
 
 - ``delete``: drop the record (all its branches) and count it;
 - ``truncate_response``: cut the responses to fit (a prompt that alone is too long is dropped and counted);
-- ``raise``: stop with an error naming the record.
+- ``raise``: stop with an error naming the record's file, line, id and response field.
+
+The data module builds every row whose inputs do not change with the epoch once before training
+(:mod:`mmpo.data.validation`, through :meth:`PreferenceCollator.rows`), so these outcomes are decided, named
+and counted up front; during training only rows drawn anew each epoch (a swapped context) can still be
+dropped or cut, and the batch lists their ids (``PreferenceBatch.notes``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,7 +32,7 @@ from transformers import ProcessorMixin
 
 from mmpo.branches import Branch
 from mmpo.data.examples import Example
-from mmpo.data.records import Record, RecordError
+from mmpo.data.records import Record, record_error, rejected_field
 from mmpo.data.rows import IGNORE_INDEX, TOKEN_KEYS, PreferenceBatch, Rows, concat_rows
 from mmpo.models.families import Family
 from mmpo.negatives.base import Negative
@@ -34,10 +40,36 @@ from mmpo.negatives.base import Negative
 TRUNCATION_MODES = ("delete", "truncate_response", "raise")
 IMAGE_MODES = ("original", "none")
 """``data.image``: ``none`` removes the images of the original-image rows (the "DPO (No Image)" ablation)."""
+LENGTH_REASONS = {
+    "too_long": "prompt and response exceed data.max_length (data.truncation=delete drops the record)",
+    "prompt_too_long": "the prompt alone fills data.max_length (never cut: the record is dropped)",
+    "response_truncated": "a response cut to fit data.max_length (data.truncation=truncate_response)",
+}
+"""What data.truncation does to a record: reason -> what it means."""
+ROW_REASONS = {
+    "processor_error": "the processor refuses the row (e.g. an image size the family cannot take)",
+    "image_tokens": "image placeholder tokens that do not match the processed images",
+    "negatives": "the negative_sampler cannot draw the record's negatives",
+}
+"""Why the rows of a record cannot be built: reason -> what it means."""
 
 
 class TooLong(Exception):
-    pass
+    """A row that does not fit ``max_length`` (``reason``: ``too_long`` or ``prompt_too_long``)."""
+
+    def __init__(self, reason: str, field_name: str):
+        super().__init__(reason)
+        self.reason, self.field = reason, field_name
+
+
+@dataclass
+class ExampleRows:
+    """The rows of one example per branch, its reference's own rows, and the responses cut to fit
+    (``(field, tokens kept, tokens)``)."""
+
+    rows: dict[Branch, Rows]
+    reference: dict[Branch, Rows] = field(default_factory=dict)
+    truncated: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 class PreferenceCollator:
@@ -83,10 +115,11 @@ class PreferenceCollator:
             example.reference_negatives if reference and example.reference_negatives else example.negatives
         )
         if branch.k >= len(negatives):
-            raise RecordError(
-                f"record {example.record.id!r}: branch {branch} needs negative image {branch.k}, but the "
-                f"negative_sampler drew {len(negatives)}"
-            )
+            record = example.record
+            raise record_error(
+                record.location, record.id, None, "negatives",
+                f"branch {branch} needs negative image {branch.k}, but the negative_sampler drew {len(negatives)}",
+            )  # fmt: skip
         return negatives[branch.k]
 
     def _images(
@@ -110,17 +143,25 @@ class PreferenceCollator:
         if branch.response == "chosen":
             return record.chosen
         if branch.j >= len(record.rejected):
-            raise RecordError(
-                f"record {record.id!r}: branch {branch} needs rejected response {branch.j}, but field "
-                f"'rejected' holds {len(record.rejected)}"
-            )
+            raise record_error(
+                record.location, record.id, "rejected", "too_few_rejected",
+                f"holds {len(record.rejected)}, but branch {branch} needs rejected response {branch.j}",
+            )  # fmt: skip
         return record.rejected[branch.j]
 
-    def _row(self, example: Example, branch: Branch, reference: bool = False) -> Rows:
+    def _row(
+        self, example: Example, branch: Branch, reference: bool, truncated: list[tuple[str, int, int]]
+    ) -> Rows:
         record = example.record
+        where = record.location
         images, negative = self._images(example, branch, reference)
         text = self.family.chat_prompt(self.processor, self._prompt_text(example, branch), len(images))
-        encoded = self.processor(text=[text], images=images or None, return_tensors="pt")
+        try:
+            encoded = self.processor(text=[text], images=images or None, return_tensors="pt")
+        except (ValueError, TypeError, RuntimeError) as error:
+            field_name = "images" if images else "prompt"
+            message = f"the processor refuses the row of branch {branch}: {error}"
+            raise record_error(where, record.id, field_name, "processor_error", message) from None
         prompt_ids = encoded["input_ids"][0]
         image_inputs = {k: v for k, v in encoded.items() if k not in TOKEN_KEYS}
         self._check_image_tokens(record, prompt_ids, image_inputs, len(images))
@@ -133,13 +174,18 @@ class PreferenceCollator:
         response_ids = torch.tensor(response_ids["input_ids"] + [self.tokenizer.eos_token_id])
         room = self.max_length - len(prompt_ids)
         if len(response_ids) > room:
+            response = (
+                "chosen" if branch.response == "chosen" else rejected_field(branch.j, len(record.rejected))
+            )
             if self.truncation == "raise":
-                raise RecordError(
-                    f"record {record.id!r}, branch {branch}: {len(prompt_ids)} prompt + "
-                    f"{len(response_ids)} response tokens exceed data.max_length={self.max_length}"
-                )
+                raise record_error(
+                    where, record.id, response, "too_long",
+                    f"does not fit: {len(prompt_ids)} prompt + {len(response_ids)} response tokens exceed "
+                    f"data.max_length={self.max_length} (branch {branch}; data.truncation=raise)",
+                )  # fmt: skip
             if self.truncation == "delete" or room < 1:
-                raise TooLong("prompt_too_long" if room < 1 else "too_long")
+                raise TooLong("prompt_too_long" if room < 1 else "too_long", response)
+            truncated.append((response, room, len(response_ids)))
             response_ids = response_ids[:room]
         tensors = {k: v for k, v in encoded.items() if k in TOKEN_KEYS}
         n = len(response_ids)
@@ -157,27 +203,40 @@ class PreferenceCollator:
         found = int((prompt_ids == self.image_token_id).sum())
         expected = self.family.expected_image_tokens(self.processor, image_inputs) if n else 0
         if expected is not None and found != expected:
-            raise RecordError(
-                f"record {record.id!r}: {found} image placeholder tokens in the prompt but the "
-                f"{n} processed image(s) need {expected}; check the processor and chat template"
-            )
+            raise record_error(
+                record.location, record.id, "images", "image_tokens",
+                f"{found} image placeholder tokens in the prompt but the {n} processed image(s) need "
+                f"{expected}; check the processor and chat template",
+            )  # fmt: skip
+
+    def rows(self, example: Example, branches: Sequence[Branch] | None = None) -> ExampleRows:
+        """The rows of ``branches`` (default: the collator's) for one example: :class:`TooLong` when the
+        record is dropped for length, :class:`RecordError` when a row cannot be built."""
+        branches = self.branches if branches is None else branches
+        truncated: list[tuple[str, int, int]] = []
+        rows = {b: self._row(example, b, False, truncated) for b in branches}
+        reference = {
+            b: self._row(example, b, True, truncated)
+            for b in branches
+            if b.image == "negative" and example.reference_negatives
+        }
+        return ExampleRows(rows, reference, list(dict.fromkeys(truncated)))
 
     # ---- batch -------------------------------------------------------------------------------------
     def __call__(self, examples: list[Example]) -> PreferenceBatch:
         kept: list[tuple[Example, dict[Branch, Rows], dict[Branch, Rows]]] = []
         dropped: Counter[str] = Counter()
+        notes: defaultdict[str, list[str]] = defaultdict(list)
         for example in examples:
             try:
-                rows = {b: self._row(example, b) for b in self.branches}
-                reference = {
-                    b: self._row(example, b, reference=True)
-                    for b in self.branches
-                    if b.image == "negative" and example.reference_negatives
-                }
-            except TooLong as reason:
-                dropped[str(reason)] += 1
+                built = self.rows(example)
+            except TooLong as too_long:
+                dropped[too_long.reason] += 1
+                notes[too_long.reason].append(example.record.id)
                 continue
-            kept.append((example, rows, reference))
+            if built.truncated:
+                notes["response_truncated"].append(example.record.id)
+            kept.append((example, built.rows, built.reference))
 
         def gather(index: int) -> dict[Branch, Rows]:
             keys = kept[0][index] if kept else {}
@@ -189,6 +248,7 @@ class PreferenceCollator:
             pad_token_id=self.pad_token_id,
             reference_rows=gather(2),
             dropped=dict(dropped),
+            notes=dict(notes),
             epoch=max((example.epoch for example in examples), default=0),
             negative_log_q=negative_log_q([k[0] for k in kept]),
         )

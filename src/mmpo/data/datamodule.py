@@ -1,11 +1,17 @@
-"""LightningDataModule: records on disk -> examples (draws made) -> collated preference batches."""
+"""LightningDataModule: records on disk -> checked once -> examples (draws made) -> collated preference batches.
+
+``data.format`` says how the records lie under ``data.path``: JSONL files (``train.jsonl``, ``val.jsonl``)
+or HF ``datasets`` folders (``train/``, ``val/``: the names of ``data.train_file`` / ``data.val_file``
+without ``.jsonl``), both read a record at a time. Before training every record is checked once
+(:mod:`mmpo.data.validation`); the data sets then hold only the rows that passed, parsed and decoded on
+access in the dataloader workers (``data.num_workers``, persistent across epochs).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +24,10 @@ from mmpo.branches import Branch, negatives_needed, rejected_needed
 from mmpo.data import shapes
 from mmpo.data.collator import IMAGE_MODES, TRUNCATION_MODES, PreferenceCollator
 from mmpo.data.examples import PreferenceDataset
-from mmpo.data.records import ON_ERROR, ReadReport, read_records
+from mmpo.data.records import ON_ERROR, JsonlRecords, Records, RecordSource
 from mmpo.data.rows import PreferenceBatch
 from mmpo.data.sampling import EpochSampler
+from mmpo.data.validation import CACHE_DIR, SplitInputs, Validation, image_markers, validate
 from mmpo.models.families import Family
 from mmpo.negatives.base import NegativeSampler
 
@@ -28,7 +35,26 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("shapes", "files")
 """``data.source``: the generated shapes world (under ``data.path``) or JSONL records under ``data.path``."""
+FORMATS = ("jsonl", "arrow")
+"""``data.format``: JSONL files, or HF ``datasets`` folders (``save_to_disk``, memory-mapped)."""
 SPLITS = ("train", "val")
+
+
+def split_path(cfg: DictConfig, split: str, directory: Path | None = None) -> Path:
+    """Where the records of ``split`` lie: ``<data.path>/train.jsonl``, or the folder ``<data.path>/train``
+    with ``data.format=arrow``."""
+    name = cfg.train_file if split == "train" else cfg.val_file
+    directory = Path(cfg.path) if directory is None else directory
+    return directory / (name if cfg.format == "jsonl" else name.removesuffix(".jsonl"))
+
+
+def open_source(cfg: DictConfig, split: str, directory: Path) -> RecordSource:
+    path = split_path(cfg, split, directory)
+    if cfg.format == "arrow":
+        from mmpo.data.arrow import ArrowRecords
+
+        return ArrowRecords(path)
+    return JsonlRecords(path)
 
 
 def data_problems(cfg: DictConfig) -> list[str]:
@@ -37,17 +63,29 @@ def data_problems(cfg: DictConfig) -> list[str]:
         f"data.{key}={cfg[key]!r}; allowed: {list(allowed)}"
         for key, allowed in (
             ("source", SOURCES),
+            ("format", FORMATS),
             ("truncation", TRUNCATION_MODES),
             ("on_error", ON_ERROR),
             ("image", IMAGE_MODES),
         )
         if cfg[key] not in allowed
     ]
-    if cfg.source == "files" and not (Path(cfg.path) / cfg.train_file).is_file():
-        problems.append(
-            f"data.path={cfg.path!r} has no {cfg.train_file}; data.source=files reads "
-            "JSONL records (README, 'Record format') from there"
-        )
+    if problems or cfg.source != "files":
+        if cfg.source == "shapes" and cfg.format != "jsonl":
+            problems.append(
+                f"data.format={cfg.format!r}: the shapes world is written as JSONL (data.format=jsonl)"
+            )
+        return problems
+    for split in SPLITS:
+        path = split_path(cfg, split)
+        found = path.is_file() if cfg.format == "jsonl" else (path / "dataset_info.json").is_file()
+        if not found:
+            what = "JSONL records (README, 'Record format')" if cfg.format == "jsonl" else "a datasets folder"
+            problems.append(
+                f"data.path={cfg.path!r} has no {path.name}{'' if cfg.format == 'jsonl' else '/'} ({split} split); "
+                f"data.format={cfg.format} reads {what} from there (scripts/convert.py --val-size N holds out "
+                "a validation split)"
+            )
     return problems
 
 
@@ -85,36 +123,33 @@ class PreferenceDataModule(L.LightningDataModule):
         self.branches = {split: list(branches[split]) for split in SPLITS}
         self.samplers = {split: (samplers or {}).get(split) for split in SPLITS}
         self.seed = seed
-        self.report = ReadReport()
         self.datasets: dict[str, PreferenceDataset] = {}
         self.collators: dict[str, PreferenceCollator] = {}
+        self.sources: dict[str, RecordSource] = {}
+        self.validation: Validation | None = None
+        self.notes: dict[str, set[str]] = {}
+        """Record ids of the length outcomes of training batches (rows drawn anew each epoch)."""
         self._resume: tuple[int, int] | None = None
 
     def prepare_data(self) -> None:
-        """Generate the shapes world once per node (Lightning calls this on local rank 0, then a barrier)."""
+        """Generate the shapes world and check the records once per node (Lightning calls this on local
+        rank 0, then a barrier; the other ranks find the verdicts in the cache)."""
         resolve_data_dir(self.cfg)
+        self.check()
 
     @property
     def directory(self) -> Path:
         return resolve_data_dir(self.cfg)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def check(self) -> Validation:
+        """Open each split, build its collator and check every record (:func:`mmpo.data.validation.validate`)."""
+        if self.validation is not None:
+            return self.validation
         directory = self.directory
-        for split, name in (("train", self.cfg.train_file), ("val", self.cfg.val_file)):
+        inputs = []
+        for split in SPLITS:
             branches = self.branches[split]
-            records = read_records(
-                directory / name, self.cfg.on_error, rejected_needed(branches), self.report
-            )
-            limit = self.cfg.get(f"limit_{split}")
-            self.datasets[split] = PreferenceDataset(
-                records[:limit] if limit else records,
-                self.samplers[split],
-                negatives_needed(branches),
-                swap_context=any(b.context == "swapped" for b in branches),
-                seed=self.seed,
-            )
+            self.sources[split] = open_source(self.cfg, split, directory)
             # data.image=none (the "DPO (No Image)" ablation) removes images from training rows only:
             # validation keeps them, so that every run is compared on the same held-out inputs.
             self.collators[split] = PreferenceCollator(
@@ -126,8 +161,56 @@ class PreferenceDataModule(L.LightningDataModule):
                 image=self.cfg.image if split == "train" else "original",
                 context_template=self.cfg.context_template,
             )
+            draws = PreferenceDataset([], self.samplers[split], negatives_needed(branches), seed=self.seed)
+            inputs.append(
+                SplitInputs(
+                    split, self.sources[split], self.collators[split], draws, rejected_needed(branches)
+                )
+            )
+        key = {
+            "processor": self._processor_digest(),
+            "family": self.family.name,
+            **{f"rows.{i.name}": i.collator.fingerprint_fields() for i in inputs},
+            **{f"draws.{i.name}": i.draws.fingerprint_fields() for i in inputs},
+            **{f"rejected.{i.name}": i.require_rejected for i in inputs},
+        }
+        markers = image_markers(self.processor, self.family)
+        cache = directory / CACHE_DIR
+        self.validation = validate(inputs, key, self.cfg.on_error, markers, self.cfg.num_workers, cache)
+        self._log_validation(self.validation)
+        return self.validation
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        validation = self.check()
+        for split in SPLITS:
+            branches = self.branches[split]
+            rows = validation.splits[split].kept_rows()
+            limit = self.cfg.get(f"limit_{split}")
+            self.datasets[split] = PreferenceDataset(
+                Records(self.sources[split], rows[:limit] if limit else rows),
+                self.samplers[split],
+                negatives_needed(branches),
+                swap_context=any(b.context == "swapped" for b in branches),
+                seed=self.seed,
+            )
         sizes = " / ".join(f"{len(self.datasets[s])} {s}" for s in SPLITS)
-        log.info("data: %s records from %s", sizes, directory)
+        log.info("data: %s records from %s (%s)", sizes, self.directory, self.cfg.format)
+
+    @staticmethod
+    def _log_validation(validation: Validation) -> None:
+        report = validation.report()
+        how = "verdicts from the cache" if validation.cached else f"checked in {validation.seconds:.1f}s"
+        counts = [
+            f"{report[key]['count']} records {what} {report[key]['by_reason']}"
+            for key, what in (("skipped", "skipped"), ("altered", "kept altered"))
+            if report[key]["count"]
+        ]
+        if counts:
+            log.warning("data: %s (%s; ids in data_report.json)", ", ".join(counts), how)
+        else:
+            log.info("data: every record passed the checks (%s)", how)
 
     def set_epoch(self, epoch: int) -> None:
         for dataset in self.datasets.values():
@@ -150,7 +233,7 @@ class PreferenceDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.cfg.num_workers,
             collate_fn=self.collators[split],
-            persistent_workers=False,
+            persistent_workers=self.cfg.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -160,6 +243,8 @@ class PreferenceDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        for reason, ids in batch.notes.items():
+            self.notes.setdefault(reason, set()).update(ids)
         return batch.to(device)
 
     # ---- what the reference precompute stage reads ---------------------------------------------------
@@ -178,59 +263,59 @@ class PreferenceDataModule(L.LightningDataModule):
         """The records ``indices`` of ``split`` as drawn in ``epoch``, in batches of ``data.batch_size``:
         ``(ids asked for, batch)`` (the batch lacks the records the collator dropped for length)."""
         dataset, collator = self.datasets[split], self.collators[split]
-        saved, dataset.epoch = dataset.epoch, epoch
-        try:
-            for start in range(0, len(indices), self.cfg.batch_size):
-                examples = [dataset[i] for i in indices[start : start + self.cfg.batch_size]]
-                yield [e.record.id for e in examples], collator(examples)
-        finally:
-            dataset.epoch = saved
+        for start in range(0, len(indices), self.cfg.batch_size):
+            examples = [
+                dataset.example(dataset.records[i], epoch)
+                for i in indices[start : start + self.cfg.batch_size]
+            ]
+            yield [e.record.id for e in examples], collator(examples)
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        """What determines the inputs of every row: the record files (by content) and images (by path,
-        size and mtime: hashing every image would take minutes on large sets), the processor and chat
-        template, each split's draws and row settings."""
-        directory = self.directory
-        files = [directory / self.cfg.train_file, directory / self.cfg.val_file]
-        images = sorted(
-            {p for d in self.datasets.values() for r in d.records for p in (*r.images, *r.negative_images)}
-        )
+        """What determines the inputs of every row: the record files (by content; an arrow folder by its
+        files) and images (by path, size and mtime: hashing every image would take minutes on large sets),
+        the processor and chat template, each split's draws and row settings."""
+        validation = self.check()
+        return {
+            "data": {
+                "files": {s: self.sources[s].fingerprint() for s in SPLITS},
+                "images": validation.images,
+                "summary": ", ".join(
+                    f"{self.sources[s].path.name} ({len(self.datasets[s])} records)" for s in SPLITS
+                ),
+            },
+            "processor": {"digest": self._processor_digest(), "summary": type(self.processor).__name__},
+            **{f"inputs.{s}": self.datasets[s].fingerprint_fields() for s in SPLITS},
+            **{f"rows.{s}": self.collators[s].fingerprint_fields() for s in SPLITS},
+        }
+
+    def _processor_digest(self) -> str:
         tokenizer = self.processor.tokenizer
         tokenizer_state = (
             tokenizer.backend_tokenizer.to_str()
             if hasattr(tokenizer, "backend_tokenizer")
             else json.dumps(tokenizer.get_vocab(), sort_keys=True)
         )
-        return {
-            "data": {
-                "files": {p.name: hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest() for p in files},
-                "images": _digest(
-                    "".join(f"{p}|{os.stat(p).st_size}|{os.stat(p).st_mtime_ns}" for p in images)
-                ),
-                "summary": f"{', '.join(p.name for p in files)} + {len(images)} images",
-            },
-            "processor": {
-                "digest": _digest(
-                    self.processor.to_json_string() + tokenizer_state + str(self.processor.chat_template)
-                ),
-                "summary": type(self.processor).__name__,
-            },
-            **{f"inputs.{s}": self.datasets[s].fingerprint_fields() for s in SPLITS},
-            **{f"rows.{s}": self.collators[s].fingerprint_fields() for s in SPLITS},
-        }
+        return _digest(self.processor.to_json_string() + tokenizer_state + str(self.processor.chat_template))
 
     def write_report(self, run_dir: Path, dropped: dict[str, int]) -> dict:
-        """Records skipped while reading and rows dropped for length (counted by the module from the
-        batches, so it works with dataloader workers), written to ``data_report.json``."""
-        dropped = dict(dropped)
-        report = {"read": self.report.read, "skipped": self.report.skipped, "dropped_for_length": dropped}
+        """``data_report.json``: the records read per split, those skipped before training (counts per
+        reason, each with file, line, id, field and message), those kept altered, and the rows dropped
+        for length during training (counted by the module from the batches, so it works with dataloader
+        workers; their ids from the batches' notes)."""
+        validation = self.check()
+        report = {
+            "read": sum(v.rows for v in validation.splits.values()),
+            **validation.report(),
+            "dropped_for_length": dict(dropped),
+            "during_training": {reason: sorted(ids) for reason, ids in self.notes.items()},
+        }
         (run_dir / "data_report.json").write_text(json.dumps(report, indent=2))
-        if self.report.skipped or dropped:
+        if report["skipped"]["count"] or dropped or self.notes:
             log.warning(
-                "data: %d records skipped as invalid, dropped for length %s (see data_report.json)",
-                len(self.report.skipped),
-                dropped,
-            )
+                "data: %d records skipped before training %s, dropped for length during training %s "
+                "(see data_report.json)",
+                report["skipped"]["count"], report["skipped"]["by_reason"], dict(dropped),
+            )  # fmt: skip
         return report
 
 

@@ -69,6 +69,9 @@ class PreferenceBatch:
     pad_token_id: int
     reference_rows: dict[Branch, Rows] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    """Record ids per length outcome of this batch (``too_long``, ``prompt_too_long``: dropped, counted in
+    ``dropped`` too; ``response_truncated``: kept, cut), for the data report."""
     epoch: int = 0
     """The data epoch that seeded the inputs (negatives, swapped contexts); keys precomputed references."""
     negative_log_q: Tensor | None = None

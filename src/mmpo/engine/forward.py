@@ -15,18 +15,24 @@ tested against):
 Per record with prompt P and responses n_1..n_m that share it, LLM token positions per forward::
 
     naive / batched:  sum_j (P + n_j)          shared_prefix:  P + sum_j (n_j - 1)
+
+:func:`branch_token_logps` returns the same sums and, for the branches a loss names, the per-token terms
+(and optionally the full-vocabulary log-softmax at each response position), equal across modes;
+:func:`branch_logps` (every loss without token-level terms) never builds them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from mmpo.branches import LogProbs
+from mmpo.branches import Branch, LogProbs, TokenTables
 from mmpo.data.rows import PreferenceBatch, Rows, concat_rows
 from mmpo.engine.layout import ATTENTION_IMPLEMENTATIONS
-from mmpo.engine.logprobs import sequence_logps
-from mmpo.engine.shared_prefix import shared_prefix_logps
+from mmpo.engine.logprobs import sequence_logps, token_logps
+from mmpo.engine.shared_prefix import shared_prefix_logps, shared_prefix_token_logps
 from mmpo.engine.vision import ImageFeatures
 from mmpo.models.families import SHARED_PREFIX_FAMILIES
 
@@ -95,3 +101,39 @@ def branch_logps(
     if mode == "shared_prefix":
         return shared_prefix_logps(model, batch, features)
     raise ValueError(f"engine.mode={mode!r}; allowed: {list(MODES)}")
+
+
+def branch_token_logps(
+    model: nn.Module,
+    batch: PreferenceBatch,
+    mode: str = "batched",
+    features: ImageFeatures | None = None,
+    tokens: Collection[Branch] = (),
+    distributions: Collection[Branch] = (),
+) -> tuple[LogProbs, LogProbs, TokenTables]:
+    """:func:`branch_logps` plus a :class:`~mmpo.branches.TokenLogProbs` per branch of ``tokens``, with
+    ``vocab`` for those also in ``distributions`` (``Requirements.token_logps`` / ``token_distributions``)."""
+    mode = resolve_mode(mode, model)
+    if mode == "shared_prefix":
+        return shared_prefix_token_logps(model, batch, features, tokens, distributions)
+    if mode not in ("naive", "batched"):
+        raise ValueError(f"engine.mode={mode!r}; allowed: {list(MODES)}")
+    branches = list(batch.rows)
+    if mode == "naive":
+        logits = {b: model(**batch.rows[b].model_inputs(), use_cache=False).logits for b in branches}
+    else:
+        rows = concat_rows([batch.rows[b] for b in branches], batch.pad_token_id)
+        every = model(**rows.model_inputs(), use_cache=False).logits
+        n = len(batch)
+        logits = {b: every[i * n : (i + 1) * n] for i, b in enumerate(branches)}
+    logps, counts, tables = {}, {}, {}
+    for branch in branches:
+        labels = batch.rows[branch].labels
+        if branch in tokens:
+            # the batched rows are padded to the longest branch: the labels' padding is IGNORE_INDEX
+            table = token_logps(logits[branch][:, : labels.shape[1]], labels, branch in distributions)
+            tables[branch] = table
+            logps[branch], counts[branch] = table.logps.sum(-1), table.mask.sum(-1)
+        else:
+            logps[branch], counts[branch] = sequence_logps(logits[branch][:, : labels.shape[1]], labels)
+    return logps, counts, tables

@@ -25,10 +25,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from mmpo.branches import LogProbs
+from mmpo.branches import Branch, LogProbs, TokenTables
 from mmpo.data.rows import PreferenceBatch
 from mmpo.engine.cache import CACHE_DIR, ReferenceCache, ReferenceCacheError, fingerprint, model_fields
-from mmpo.engine.forward import branch_logps
+from mmpo.engine.forward import branch_logps, branch_token_logps
 from mmpo.engine.precompute import missing_records, precompute
 from mmpo.engine.vision import ImageFeatures
 
@@ -76,6 +76,23 @@ class ReferenceStrategy:
         """Reference log-probs per branch; ``features`` is the step's shared image-feature cache."""
         return self.score(policy, batch.for_reference(), features)
 
+    @torch.no_grad()
+    def token_logps(
+        self,
+        policy: nn.Module,
+        batch: PreferenceBatch,
+        features: ImageFeatures | None,
+        split: str,
+        tokens: tuple[Branch, ...],
+        distributions: tuple[Branch, ...] = (),
+    ) -> tuple[LogProbs | None, TokenTables]:
+        """Reference log-probs per branch and the per-token tables of ``tokens`` (token-level losses)."""
+        with self.adapters_off(policy):
+            logps, _, tables = branch_token_logps(
+                self.model(policy), batch.for_reference(), self.mode, features, tokens, distributions
+            )
+        return logps, tables
+
     def prepare(
         self, policy: nn.Module, datamodule, epoch: int, write: bool = True, resumed: bool = False
     ) -> None:
@@ -98,6 +115,10 @@ class NoReference(ReferenceStrategy):
     @torch.no_grad()
     def logps(self, policy, batch, features=None, split="train") -> LogProbs | None:
         return None
+
+    @torch.no_grad()
+    def token_logps(self, policy, batch, features, split, tokens, distributions=()):
+        return None, {}
 
 
 class AdapterOff(ReferenceStrategy):
@@ -153,6 +174,12 @@ class Precomputed(ReferenceStrategy):
                 "reference=precomputed cannot hold negative_sampler.resample_per_forward=true (a fresh "
                 "negative on every forward); set it to false or use reference=adapter_off|copy"
             )
+        token_level = plan.requirements.token_logps
+        if token_level:
+            problems.append(
+                f"reference=precomputed stores sequence log-probs only; loss={plan.loss_name} reads the "
+                f"per-token log-probs of {sorted(map(str, token_level))}: use reference=adapter_off or copy"
+            )
         per_epoch = sorted(
             {str(b) for split, bs in plan.branches.items() for b in bs if plan.epoch_dependent(split, b)}
         )
@@ -181,6 +208,12 @@ class Precomputed(ReferenceStrategy):
             )
         device = batch.rows[next(iter(batch.rows))].tensors["input_ids"].device
         return self.cache.lookup(split, batch.ids, list(batch.rows), batch.epoch, device)
+
+    def token_logps(self, policy, batch, features, split, tokens, distributions=()):
+        raise ReferenceCacheError(
+            "reference=precomputed stores sequence log-probs only; a loss with per-token terms needs "
+            "reference=adapter_off or copy"
+        )
 
     def prepare(
         self, policy: nn.Module, datamodule, epoch: int, write: bool = True, resumed: bool = False

@@ -6,6 +6,7 @@
     4. decoder    h = LM(e, mask, positions)    (``get_decoder()``: LoRA, checkpointing, sdpa all apply)
     5. head       log p(y) on the response positions only, chunked       (:mod:`mmpo.engine.chunked`)
     6. sums       log pi(branch) = sum_t log p(y_t), per (branch, record), float32
+                  (:func:`shared_prefix_token_logps` also keeps the terms, for token-level losses)
 
 Only the language model's decoder and head are called on our inputs; the vision path runs through the
 model's own ``get_image_features``. The result equals the per-branch forward up to kernel rounding.
@@ -13,10 +14,12 @@ model's own ``get_image_features``. The result equals the per-branch forward up 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor, nn
 
-from mmpo.branches import LogProbs
+from mmpo.branches import Branch, LogProbs, TokenLogProbs, TokenTables
 from mmpo.data.rows import PreferenceBatch
 from mmpo.engine.chunked import CHUNK_ROWS, response_token_logps
 from mmpo.engine.layout import Layout, attention_mask, build_layout
@@ -67,13 +70,10 @@ def decode(model: nn.Module, layout: Layout, embeds: Tensor) -> Tensor:
     return torch.cat(parts)[torch.cat(order).argsort()]
 
 
-def shared_prefix_logps(
-    model: nn.Module,
-    batch: PreferenceBatch,
-    features: ImageFeatures | None = None,
-    chunk_rows: int = CHUNK_ROWS,
-) -> tuple[LogProbs, LogProbs]:
-    """``(log-probs, response-token counts)`` per branch, each [len(batch)], via the packed layout."""
+def _packed(
+    model: nn.Module, batch: PreferenceBatch, features: ImageFeatures | None, chunk_rows: int
+) -> tuple[Layout, Tensor, Tensor]:
+    """``(layout, hidden states [M, H] that predict the response tokens, their log-probs [M])``."""
     family = family_of(model)
     if not family.shared_prefix:
         raise ValueError(
@@ -84,15 +84,74 @@ def shared_prefix_logps(
     embeds = embed(model, layout, features if features is not None else ImageFeatures())
     hidden = decode(model, layout, embeds)
     token_logps = response_token_logps(hidden, model.get_output_embeddings(), layout.targets, chunk_rows)
+    return layout, hidden, token_logps
+
+
+def _owners_of(layout: Layout, branch: Branch) -> Tensor:
+    """Owner index of (branch, record) for every record, in record order."""
+    return torch.tensor(
+        [i for i, (b, _) in enumerate(layout.owner_keys) if b == branch], device=layout.owners.device
+    )
+
+
+def _sums(layout: Layout, token_logps: Tensor, batch: PreferenceBatch) -> tuple[LogProbs, LogProbs]:
     owners = len(layout.owner_keys)
     sums = token_logps.new_zeros(owners).index_add(0, layout.owners, token_logps)
     counts = torch.bincount(layout.owners, minlength=owners)
     logps: LogProbs = {}
     token_counts: LogProbs = {}
     for branch in batch.rows:
-        index = torch.tensor(
-            [i for i, (b, _) in enumerate(layout.owner_keys) if b == branch], device=sums.device
-        )
+        index = _owners_of(layout, branch)
         logps[branch] = sums[index]
         token_counts[branch] = counts[index]
     return logps, token_counts
+
+
+def shared_prefix_logps(
+    model: nn.Module,
+    batch: PreferenceBatch,
+    features: ImageFeatures | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[LogProbs, LogProbs]:
+    """``(log-probs, response-token counts)`` per branch, each [len(batch)], via the packed layout."""
+    layout, _, token_logps = _packed(model, batch, features, chunk_rows)
+    return _sums(layout, token_logps, batch)
+
+
+def shared_prefix_token_logps(
+    model: nn.Module,
+    batch: PreferenceBatch,
+    features: ImageFeatures | None,
+    tokens: Collection[Branch],
+    distributions: Collection[Branch] = (),
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[LogProbs, LogProbs, TokenTables]:
+    """:func:`shared_prefix_logps` plus the per-token log-probs of the ``tokens`` branches, and the
+    full-vocabulary log-softmax of the ``distributions`` ones (one more head pass over their rows)."""
+    layout, hidden, token_logps = _packed(model, batch, features, chunk_rows)
+    logps, counts = _sums(layout, token_logps, batch)
+    total = len(layout.owners)
+    first = torch.full((len(layout.owner_keys),), total, device=hidden.device)
+    first = first.scatter_reduce(0, layout.owners, torch.arange(total, device=hidden.device), "amin")
+    offsets = torch.arange(total, device=hidden.device) - first[layout.owners]  # position in its response
+    tables: TokenTables = {}
+    for branch in tokens:
+        row_of = torch.full((len(layout.owner_keys),), -1, device=hidden.device)
+        row_of[_owners_of(layout, branch)] = torch.arange(len(batch), device=hidden.device)
+        picked = (row_of[layout.owners] >= 0).nonzero().squeeze(-1)
+        where = (row_of[layout.owners[picked]], offsets[picked])
+        shape = (len(batch), int(counts[branch].max()))
+        vocab = None
+        if branch in distributions:
+            head = model.get_output_embeddings()
+            values = torch.log_softmax(head(hidden[picked]).float(), dim=-1)
+            vocab = values.new_zeros((*shape, values.shape[-1])).index_put(where, values)
+        tables[branch] = TokenLogProbs(
+            token_logps.new_zeros(shape).index_put(where, token_logps[picked]),
+            layout.targets.new_zeros(shape).index_put(where, layout.targets[picked]),
+            torch.zeros(shape, dtype=torch.bool, device=hidden.device).index_put(
+                where, torch.ones_like(picked, dtype=torch.bool)
+            ),
+            vocab,
+        )
+    return logps, counts, tables

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmpo.branches import Branch, LogProbs, negatives_needed, rejected_needed
+from mmpo.branches import Branch, LogProbs, TokenTables, negatives_needed, rejected_needed
 from mmpo.losses.metrics import implicit_rewards, log_ratio, preference_metrics
 
 
@@ -25,11 +25,26 @@ class Requirements:
     each record must have, and whether a context pool is needed, follow from it (:attr:`negatives`,
     :attr:`rejected`, :attr:`context_pool`). ``reference``: whether the loss reads reference log-probs.
     ``module``: the module kind that trains it (``conf/module/<kind>.yaml``).
+
+    Losses with token-level terms also name the branches whose per-token log-probs they read
+    (``token_logps``, in :attr:`LossInputs.policy_tokens` / ``reference_tokens``) and, among those, the
+    branches whose full-vocabulary log-probs at each response position they read (``token_distributions``,
+    ``[batch, T, V]`` per branch). Without them the engine returns sequence sums only (its fast path).
     """
 
     branches: tuple[Branch, ...]
     reference: bool = True
     module: str = "preference"
+    token_logps: tuple[Branch, ...] = ()
+    token_distributions: tuple[Branch, ...] = ()
+
+    def __post_init__(self) -> None:
+        unread = [str(b) for b in self.token_logps if b not in self.branches]
+        if unread:
+            raise ValueError(f"Requirements.token_logps names branches the loss does not read: {unread}")
+        untokened = [str(b) for b in self.token_distributions if b not in self.token_logps]
+        if untokened:
+            raise ValueError(f"Requirements.token_distributions must be among token_logps: {untokened}")
 
     @property
     def negatives(self) -> int:
@@ -52,6 +67,10 @@ class LossInputs:
     """Response tokens per branch and record (length normalisation, token-mean NLL)."""
     negative_log_q: Tensor | None = None
     """``[batch, K]`` log q of each record's negatives, when the negative sampler weights its draws."""
+    policy_tokens: TokenTables = field(default_factory=dict)
+    """Per-token log-probs of the branches in ``Requirements.token_logps`` (policy, with grad)."""
+    reference_tokens: TokenTables = field(default_factory=dict)
+    """The same for the reference (empty for reference-free losses)."""
 
 
 @dataclass

@@ -149,6 +149,18 @@ class TrainingModule(L.LightningModule):
             self.validated_at_step = self.trainer.global_step
 
     # ---- optimisation and checkpoints ------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        """A resumed run continues on the schedule of its own limits: with ``trainer.max_steps`` raised, the
+        learning rate of each next step is the one an uninterrupted run with the new limits has there
+        (the checkpoint restores the scheduler's step; its optimizer would otherwise keep the old rate for
+        one step). A fresh run is unchanged: its rate is already the schedule's value at step 0."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for group, base, factor in zip(
+                scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
+            ):
+                group["lr"] = base * factor(scheduler.last_epoch)
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:

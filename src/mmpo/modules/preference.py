@@ -21,7 +21,7 @@ from mmpo.branches import CHOSEN_NEGATIVE, Branch, negatives_needed
 from mmpo.data.datamodule import data_problems
 from mmpo.data.examples import draws_per_epoch
 from mmpo.data.rows import PreferenceBatch
-from mmpo.engine.forward import branch_logps, engine_problems, resolve_mode
+from mmpo.engine.forward import branch_logps, branch_token_logps, engine_problems, resolve_mode
 from mmpo.engine.reference import build_reference, reference_problems
 from mmpo.engine.vision import ImageFeatures
 from mmpo.generation import Generator
@@ -207,9 +207,21 @@ class PreferenceModule(TrainingModule):
         ``(None, None)`` for a training batch whose loss is non-finite and skipped."""
         self.batch_ids = batch.ids
         features = ImageFeatures.for_step(self.policy)  # each image encoded once, for policy and reference
-        policy, counts = branch_logps(self.policy, batch, self.engine_mode, features)
-        reference = self.reference.logps(self.policy, batch, features, stage)
-        out = self.loss_fn(policy, reference, LossInputs(counts, batch.negative_log_q))
+        needs = self.loss_fn.requirements
+        if needs.token_logps:  # token-level terms: per-token tables too (else the engine's fast path)
+            tokens = (needs.token_logps, needs.token_distributions)
+            policy, counts, policy_tokens = branch_token_logps(
+                self.policy, batch, self.engine_mode, features, *tokens
+            )
+            reference, reference_tokens = self.reference.token_logps(
+                self.policy, batch, features, stage, *tokens
+            )
+            inputs = LossInputs(counts, batch.negative_log_q, policy_tokens, reference_tokens)
+        else:
+            policy, counts = branch_logps(self.policy, batch, self.engine_mode, features)
+            reference = self.reference.logps(self.policy, batch, features, stage)
+            inputs = LossInputs(counts, batch.negative_log_q)
+        out = self.loss_fn(policy, reference, inputs)
         if stage == "train" and not torch.isfinite(out.loss):
             tables = {"policy": policy, "reference": reference or {}}
             broken = [f"{n} {b}" for n, t in tables.items() for b, v in t.items() if not v.isfinite().all()]
