@@ -14,8 +14,8 @@ export OMP_NUM_THREADS ?= 1
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
         repro-shapes repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 \
-        repro-mdpo-table1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-chip-shapes \
-        repro-misp-dpo-table1 repro-mcm-dpo repro-maple
+        repro-mdpo-table1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-shapes-chip \
+        repro-shapes-misp-dpo-table1 repro-shapes-mcm-dpo repro-shapes-maple misp-shapes-pool repro-shapes-misp-dpo
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -63,13 +63,13 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests scripts
 	$(VENV)/bin/ruff format src tests scripts
 
-bench: install ## Step benchmark on a LLaVA-1.5-7B-proportioned proxy: every engine mode x reference (~8 min)
+bench: install ## Step benchmark on a LLaVA-1.5-7B-proportioned proxy: DPO, mDPO, MISP-DPO x engine mode x reference
 	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py $(ARGS)
 
 eval: install nltk-data ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shapes_pope,shapes_chair]"
 	$(PY) evaluate.py $(ARGS)
 
-demo: install ## Shapes demo: SFT a tiny VLM, DPO / DPO (no image) / mDPO x 3 seeds, benchmarks, table (~6 min)
+demo: install ## Shapes demo: SFT a tiny VLM, DPO / DPO (no image) / mDPO / MISP-DPO x 3 seeds, benchmarks, table
 	$(PY) scripts/demo.py $(ARGS)
 
 # ---- paper tables on the shapes world: Hydra multiruns from one cached SFT base --------------------------
@@ -108,7 +108,7 @@ repro-shapes-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image)
 	$(PREF_SWEEP) loss=mdpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/mdpo
 	$(TABLE) $(REPRO)/mdpo_fig1 --out $(REPRO)/mdpo_fig1/results
 
-repro-shapes: repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 ## The whole chain on the CPU: SFT base, Fig. 1 and the ablation tables on shapes
+repro-shapes: repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 ## The whole mDPO chain on the CPU: SFT base, Fig. 1 and the ablation tables on shapes
 
 # ---- paper tables on the papers' models: without the local weights and data they print what to download,
 # where to put it and the GPU hours (src/mmpo/repro.py); with them they run the sweep.
@@ -136,20 +136,18 @@ define baseline-rows
 	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion hydra.sweep.dir=$(1)/chip
 endef
 
-repro-chip-shapes: sft-base ## CHiP (as its code, and with the weighted noisy reference) beside DPO and mDPO on shapes, 3 seeds
+repro-shapes-chip: sft-base ## CHiP (as its code, and with the weighted noisy reference) beside DPO and mDPO on shapes, 3 seeds
 	rm -rf $(REPRO)/chip_shapes
 	$(call baseline-rows,$(REPRO)/chip_shapes)
 	$(BENCH_SWEEP) loss=chip negative_sampler=diffusion loss.noisy_reference=weighted hydra.sweep.dir=$(REPRO)/chip_shapes/chip_weighted
 	$(BENCH_TABLE) $(REPRO)/chip_shapes --out $(REPRO)/chip_shapes/results $(BENCH_IGNORE)
 
-# loss=misp_dpo and negative_sampler=sae are built on branch misp-dpo: until they land, this target stops first
-repro-misp-dpo-table1: sft-base ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, random multi-negative, MISP-DPO, 3 seeds
-	@test -f conf/loss/misp_dpo.yaml -a -f conf/negative_sampler/sae.yaml || \
-		{ echo "repro-misp-dpo-table1 needs conf/loss/misp_dpo.yaml and conf/negative_sampler/sae.yaml (branch misp-dpo)"; exit 2; }
+# MISP-DPO's negatives come from the shapes pool (make misp-shapes-pool: data/pools/shapes)
+repro-shapes-misp-dpo-table1: sft-base misp-shapes-pool ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, random multi-negative, MISP-DPO, 3 seeds
 	rm -rf $(REPRO)/misp_dpo_table1
 	$(call baseline-rows,$(REPRO)/misp_dpo_table1)
 	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=random_image hydra.sweep.dir=$(REPRO)/misp_dpo_table1/random_multi_negative
-	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=sae hydra.sweep.dir=$(REPRO)/misp_dpo_table1/misp_dpo
+	$(BENCH_SWEEP) loss=misp_dpo negative_sampler=sae negative_sampler.pool=$(CURDIR)/data/pools/shapes hydra.sweep.dir=$(REPRO)/misp_dpo_table1/misp_dpo
 	$(BENCH_TABLE) $(REPRO)/misp_dpo_table1 --out $(REPRO)/misp_dpo_table1/results $(BENCH_IGNORE)
 
 # MCM-DPO on the shapes alt-text task (src/mmpo/data/shapes.py): the alt-text SFT base (cached, built on the
@@ -158,7 +156,7 @@ repro-misp-dpo-table1: sft-base ## MISP-DPO Table 1 on shapes: DPO, mDPO, CHiP, 
 MCM_SWEEP := $(PY) train.py -m experiment=mcm_dpo_shapes benchmark=shapes_alt_text
 MCM_METRICS := 'shapes_alt_text/bleu_4' 'shapes_alt_text/cumulative_bleu_4' 'shapes_alt_text/meteor' \
 	'shapes_alt_text/rouge_l' 'shapes_alt_text/cider' val/rewards/accuracies val/accuracies/context
-repro-mcm-dpo: install nltk-data ## MCM-DPO on shapes alt-text: SFT / DPO / MCM-DPO x 3 seeds, components 1..7
+repro-shapes-mcm-dpo: install nltk-data ## MCM-DPO on shapes alt-text: SFT / DPO / MCM-DPO x 3 seeds, components 1..7
 	rm -rf $(REPRO)/mcm_dpo
 	base=$$($(PY) -m mmpo.bases sft_alt_text_shapes | tail -1) && \
 		$(PY) evaluate.py run=$$base benchmark=shapes_alt_text && \
@@ -172,7 +170,7 @@ repro-mcm-dpo: install nltk-data ## MCM-DPO on shapes alt-text: SFT / DPO / MCM-
 MAPLE_SWEEP := $(PY) train.py -m experiment=maple_shapes seed=$(SEEDS)
 MAPLE_METRICS := 'shapes_retrieval/t2i/R@1' 'shapes_retrieval/i2t/R@1' shapes_retrieval/text shapes_retrieval/image \
         shapes_retrieval/group val/t2i/reward_agreement val/i2t/reward_agreement
-repro-maple: sft-base ## MAPLE loss ablation on shapes: contrastive / RPA pairwise / +listwise / +extended negatives, 3 seeds
+repro-shapes-maple: sft-base ## MAPLE loss ablation on shapes: contrastive / RPA pairwise / +listwise / +extended negatives, 3 seeds
 	rm -rf $(REPRO)/maple
 	$(MAPLE_SWEEP) loss.weight=0 hydra.sweep.dir=$(REPRO)/maple/contrast
 	$(MAPLE_SWEEP) loss.weight=1 loss.rpa=pairwise hydra.sweep.dir=$(REPRO)/maple/rpa_pairwise
@@ -180,6 +178,31 @@ repro-maple: sft-base ## MAPLE loss ablation on shapes: contrastive / RPA pairwi
 	$(MAPLE_SWEEP) hydra.sweep.dir=$(REPRO)/maple/full
 	$(PY) scripts/results_table.py --metrics $(MAPLE_METRICS) --wandb off $(REPRO)/maple --out $(REPRO)/maple/results
 
+# ---- MISP-DPO on the shapes world: its pool (gallery of SFT scenes, tiny CLIP, SAE) under data/pools/shapes --
+misp-shapes-pool: install ## MISP-DPO's candidate pool and SAE for the shapes world (data/pools/shapes, ~2 min)
+	$(PY) scripts/build_shapes_pool.py --data-dir data --no-progress
+
+# Every method is benchmarked (held-out test scenes) and validated against the same random negative images.
+# The swept keys come first on each command line: a run directory's name starts with them (hydra/default.yaml).
+MISP := $(REPRO)/misp_dpo
+MISP_RUN := $(PY) train.py -m
+MISP_COMMON := seed=$(SEEDS) 'benchmark=[shapes_pope,shapes_chair]'
+MISP_VAL := negative_sampler@val_negative_sampler=random_image
+MISP_METRICS := shapes_chair/CHAIRi shapes_chair/CHAIRs shapes_chair/recall shapes_pope/avg/f1 val/rewards/accuracies val/image_reliance/accuracy val/rewards/conditional_margin
+MISP_TABLE := $(PY) scripts/results_table.py --metrics $(MISP_METRICS) --wandb off --ignore "negative_sampler@val_negative_sampler"
+MISP_K3 := '$(MISP)/k/*_loss.num_negatives:3+*'
+repro-shapes-misp-dpo: sft-base misp-shapes-pool ## MISP-DPO on shapes: K 1/2/3/5, beta sweep; vs importance draws, random multi-negative, mDPO, DPO; 3 seeds
+	rm -rf $(MISP)
+	$(MISP_RUN) loss.num_negatives=1,2,3,5 loss.beta=0.5 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/k
+	$(MISP_RUN) loss.beta=0.1,0.25,1.0 loss.num_negatives=3 experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/beta
+	$(MISP_RUN) negative_sampler.select=importance experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/importance
+	$(MISP_RUN) negative_sampler=random_image '~negative_sampler.pool' experiment=misp_dpo_shapes $(MISP_COMMON) hydra.sweep.dir=$(MISP)/random
+	$(MISP_RUN) experiment=mdpo_shapes $(MISP_VAL) $(MISP_COMMON) hydra.sweep.dir=$(MISP)/mdpo
+	$(MISP_RUN) experiment=demo_pref loss=dpo $(MISP_VAL) $(MISP_COMMON) hydra.sweep.dir=$(MISP)/dpo
+	$(MISP_TABLE) $(MISP)/k --out $(MISP)/k/results
+	$(MISP_TABLE) $(MISP)/beta $(MISP_K3) --out $(MISP)/beta/results
+	$(MISP_TABLE) $(MISP_K3) $(MISP)/importance $(MISP)/random $(MISP)/mdpo $(MISP)/dpo --out $(MISP)/results
+
 clean: ## Remove run outputs, generated data, caches (keeps .venv)
-	rm -rf outputs multirun data/shapes .pytest_cache .ruff_cache
+	rm -rf outputs multirun data/shapes data/pools .pytest_cache .ruff_cache
 	find . -name __pycache__ -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

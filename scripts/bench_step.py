@@ -1,9 +1,10 @@
 """Benchmark one preference training step per engine mode on a LLaVA-1.5-7B-proportioned proxy.
 
-    python scripts/bench_step.py                      # DPO and mDPO, every mode: ~8 min on 2 idle cores
+    python scripts/bench_step.py                      # DPO, mDPO and MISP-DPO (K = 3), every mode
     python scripts/bench_step.py --layers 4 --batch-size 1 --repeats 5 --losses dpo
     python scripts/bench_step.py --losses dpo,mcm_dpo        # MCM-DPO's 8-branch step against DPO's
     python scripts/bench_step.py --proxy 7b-shaped    # LM head ~2% of the linear FLOPs, as at 7B
+    python scripts/bench_step.py --losses misp_k1,misp,misp_k5   # MISP-DPO with K = 1, 3, 5 negative images
 
 The proxy keeps what decides the step's cost structure at 7B: 576 image tokens from a CLIP-style tower
 (336 px, patch 14), ~70 prompt text tokens, ~100-token responses, a 32k vocabulary and a Llama LM
@@ -60,7 +61,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 from mmpo.branches import Branch
 from mmpo.data.rows import IGNORE_INDEX, PreferenceBatch, Rows, concat_rows
 from mmpo.engine.cache import ReferenceCache, fingerprint
-from mmpo.losses import DPOLoss, MCMDPOLoss, MDPOLoss, PreferenceLoss
+from mmpo.losses import DPOLoss, MCMDPOLoss, MDPOLoss, MISPDPOLoss, PreferenceLoss
 from mmpo.models.families import get_family
 from mmpo.models.loading import attach_lora
 from mmpo.modules.preference import PreferenceModule
@@ -70,6 +71,9 @@ LOSS_FACTORIES: dict[str, Callable[[], PreferenceLoss]] = {
     "dpo": DPOLoss,
     "mdpo": MDPOLoss,
     "mcm_dpo": MCMDPOLoss,
+    "misp": MISPDPOLoss,  # K = 3 negative images (the paper's)
+    "misp_k1": lambda: MISPDPOLoss(num_negatives=1),
+    "misp_k5": lambda: MISPDPOLoss(num_negatives=5),
 }
 BASELINE = ("batched", "live")
 CONFIGS: tuple[tuple[str, str], ...] = (
@@ -80,6 +84,7 @@ CONFIGS: tuple[tuple[str, str], ...] = (
     ("shared_prefix", "precomputed"),
 )
 TARGETS = {"dpo": 1.6, "mdpo": 1.4}
+"""Speed-up targets of shared_prefix + precomputed over batched + live; the other losses are measured only."""
 MEMORY_TARGET, TOKEN_TOLERANCE, IDEAL_GOAL = 0.6, 0.05, 0.8
 PROXIES: dict[str, dict[str, int]] = {"default": {}, "7b-shaped": {"layers": 8, "vocab": 1024}}
 """``--proxy``: the defaults it changes (explicit flags still win)."""
@@ -107,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--lora-r", type=int, default=8)
     size.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
     run = parser.add_argument_group("measurement")
-    run.add_argument("--losses", default="dpo,mdpo")
+    run.add_argument("--losses", default="dpo,mdpo,misp")
     run.add_argument("--warmup", type=int, default=2)
     run.add_argument("--repeats", type=int, default=10)
     run.add_argument("--threads", type=int, default=2)

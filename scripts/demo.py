@@ -1,4 +1,4 @@
-"""The shapes demo: SFT a tiny VLM, then DPO, DPO without image and mDPO over seeds, benchmark, tabulate.
+"""The shapes demo: SFT a tiny VLM, then DPO, DPO without image, mDPO and MISP-DPO over seeds, benchmarks.
 
     python scripts/demo.py [--out outputs/demo/<time>] [--seeds 0 1 2] [--jobs 2]
 
@@ -6,10 +6,12 @@ Every stage is a plain ``train.py`` / ``evaluate.py`` / ``results_table.py`` com
 runs, its output in ``<out>/logs/``), so any row of the table can be reproduced by hand:
 
 1. SFT from scratch on the shapes world: ``python -m mmpo.bases sft_shapes`` (the cached base of
-   ``train.py experiment=sft_shapes``: built once per code version and recipe, reused afterwards);
+   ``train.py experiment=sft_shapes``: built once per code version and recipe, reused afterwards); beside
+   it, MISP-DPO's candidate pool and SAE: ``scripts/build_shapes_pool.py`` (``<out>/data/pools/shapes``);
 2. from the SFT model (``experiment=demo_pref``: model ``tiny_llava_shapes_sft``; LoRA, so
    ``reference=adapter_off`` makes the SFT model the reference), one run per method and seed: ``dpo``;
-   ``dpo_noimage`` (``data.image=none``); ``mdpo`` (``loss=mdpo negative_sampler=crop``);
+   ``dpo_noimage`` (``data.image=none``); ``mdpo`` (``loss=mdpo negative_sampler=crop``); and
+   ``misp_dpo`` with ``experiment=misp_dpo_shapes`` (demo_pref with ``loss=misp_dpo negative_sampler=sae``);
 3. ``evaluate.py benchmark=[shapes_pope,shapes_chair]`` on the untrained model, the SFT model and every
    preference run (held-out test scenes);
 4. ``scripts/results_table.py``: ``<out>/results/results.{md,csv,png}``.
@@ -33,10 +35,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS: dict[str, list[str]] = {
-    "dpo": [],
-    "dpo_noimage": ["data.image=none"],
-    "mdpo": ["loss=mdpo", "negative_sampler=crop"],
+    "dpo": ["experiment=demo_pref"],
+    "dpo_noimage": ["experiment=demo_pref", "data.image=none"],
+    "mdpo": ["experiment=demo_pref", "loss=mdpo", "negative_sampler=crop"],
+    "misp_dpo": ["experiment=misp_dpo_shapes"],
 }
+"""Each method's ``train.py`` arguments (``misp_dpo_shapes`` is ``demo_pref`` with MISP-DPO's loss and
+negatives)."""
 BENCHMARKS = "benchmark=[shapes_pope,shapes_chair]"
 COLUMNS = [
     "shapes_pope/avg/accuracy",
@@ -81,7 +86,6 @@ def preference_jobs(out: Path, seeds: Sequence[int], data: str) -> dict[Path, Jo
             jobs[directory] = job(
                 f"{method}_{seed}",
                 "train.py",
-                "experiment=demo_pref",
                 *overrides,
                 f"seed={seed}",
                 data,
@@ -135,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.time()
 
     sft = ("sft", [sys.executable, "-m", "mmpo.bases", "sft_shapes"])
+    pool = job("misp_pool", "scripts/build_shapes_pool.py", "--data-dir", str(out / "data"), "--no-progress")
     preference = preference_jobs(out, args.seeds, data)
     table = job(
         "results_table",
@@ -150,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model",
     )
     stages = [
-        ("SFT base (cached)", [sft], 1),
+        ("SFT base (cached) and MISP-DPO pool", [sft, pool], args.jobs),
         ("preference runs", list(preference.values()), args.jobs),
         ("benchmarks", benchmark_jobs(out, list(preference), args.jobs, data, logs), args.jobs),
         ("results table", [table], 1),

@@ -7,12 +7,14 @@ from omegaconf import OmegaConf
 
 from mmpo.negatives import (
     BlankSampler,
+    ClipKnnSampler,
     CropSampler,
     DiffusionNoiseSampler,
     ListedSampler,
     MoCoV2Sampler,
     RandomImageSampler,
     RotateSampler,
+    SaeSampler,
     build_negative_sampler,
     sampler_options,
 )
@@ -28,6 +30,8 @@ EXPECTED = {
     "rotate": RotateSampler,
     "mocov2": MoCoV2Sampler,
     "listed": ListedSampler,
+    "sae": SaeSampler,
+    "clip_knn": ClipKnnSampler,
     "none": type(None),
 }
 
@@ -81,6 +85,16 @@ def test_target_that_is_not_a_sampler_raises():
 def test_bad_value_in_yaml_fails_at_build_time():
     with pytest.raises(ValueError, match="scale"):
         build_negative_sampler(OmegaConf.merge(load("crop"), {"scale": [0.5, 0.2]}))
+
+
+def test_sae_yaml_has_the_paper_selection_and_names_its_allowed_values():
+    sampler = build_negative_sampler(load("sae"))
+    assert (sampler.select, sampler.diversity_weight, sampler.epoch_dependent) == ("greedy", 1.0, False)
+    assert build_negative_sampler(OmegaConf.merge(load("sae"), {"select": "importance"})).epoch_dependent
+    with pytest.raises(
+        ValueError, match=r"negative_sampler.select='top'; allowed: \['greedy', 'importance'\]"
+    ):
+        build_negative_sampler(OmegaConf.merge(load("sae"), {"select": "top"}))
 
 
 def test_an_unknown_option_of_a_sampler_is_a_value_error_naming_it():

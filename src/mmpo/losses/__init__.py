@@ -16,6 +16,7 @@ from mmpo.losses.kto import KTOLoss
 from mmpo.losses.mcm_dpo import MCMDPOLoss
 from mmpo.losses.mdpo import MDPOLoss
 from mmpo.losses.metrics import preference_metrics
+from mmpo.losses.misp_dpo import MISPDPOLoss
 from mmpo.losses.mixture import Mixture
 from mmpo.losses.orpo import ORPOLoss
 from mmpo.losses.sft import SFTLoss
@@ -42,6 +43,7 @@ __all__ = [
     "LossOutput",
     "MCMDPOLoss",
     "MDPOLoss",
+    "MISPDPOLoss",
     "Mixture",
     "ORPOLoss",
     "PreferenceLoss",

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from mmpo.branches import CHOSEN_NEGATIVE, Branch
+from mmpo.branches import CHOSEN_NEGATIVE, Branch, negatives_needed
 from mmpo.data.datamodule import data_problems
 from mmpo.data.examples import draws_per_epoch
 from mmpo.data.rows import PreferenceBatch
@@ -92,6 +92,20 @@ def requirement_problems(cfg: DictConfig, plan: DataPlan) -> list[str]:
     return []
 
 
+def sampler_problems(plan: DataPlan) -> list[str]:
+    """Each sampler's own start-up problems (:meth:`NegativeSampler.problems`) for the negatives its splits
+    draw; a validation sampler that falls back to training's is checked once."""
+    checks: dict[int, list] = {}  # id(sampler) -> [config key, sampler, most negatives of its splits]
+    for split, key in SAMPLER_KEYS.items():
+        sampler, count = plan.samplers[split], negatives_needed(plan.branches[split])
+        if sampler is not None and count:
+            check = checks.setdefault(id(sampler), [key, sampler, 0])
+            check[2] = max(check[2], count)
+    return [
+        f"{key}: {problem}" for key, sampler, count in checks.values() for problem in sampler.problems(count)
+    ]
+
+
 class PreferenceModule(TrainingModule):
     kind = "preference"
     benchmark_kinds = ("generative",)
@@ -139,7 +153,8 @@ class PreferenceModule(TrainingModule):
             data = plan(cfg, requirements)
         except ValueError as error:
             return [*problems, str(error)]
-        return problems + requirement_problems(cfg, data) + reference_problems(cfg, data)
+        problems += requirement_problems(cfg, data) + sampler_problems(data)
+        return problems + reference_problems(cfg, data)
 
     @classmethod
     def build(cls, cfg: DictConfig) -> tuple[PreferenceModule, object]:

@@ -20,10 +20,12 @@ from mmpo.negatives.diffusion import DiffusionNoiseSampler, noise_schedule
 from mmpo.negatives.listed import ListedSampler
 from mmpo.negatives.mocov2 import MoCoV2Sampler
 from mmpo.negatives.random_image import RandomImageSampler
+from mmpo.negatives.retrieval import ClipKnnSampler, PoolSampler, SaeSampler
 from mmpo.negatives.rotate import RotateSampler
 
 __all__ = [
     "BlankSampler",
+    "ClipKnnSampler",
     "CropSampler",
     "DiffusionNoiseSampler",
     "ListedSampler",
@@ -31,8 +33,10 @@ __all__ = [
     "Negative",
     "NegativeSampler",
     "Pool",
+    "PoolSampler",
     "RandomImageSampler",
     "RotateSampler",
+    "SaeSampler",
     "TransformSampler",
     "build_negative_sampler",
     "noise_schedule",

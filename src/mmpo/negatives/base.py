@@ -153,6 +153,11 @@ class NegativeSampler(abc.ABC):
         """What determines the sampler's draws, for the reference-cache fingerprint."""
         return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
 
+    def problems(self, count: int) -> list[str]:
+        """Start-up problems of drawing ``count`` negatives per record (files the sampler reads, options
+        that depend on ``count``), checked before any model loads; none by default."""
+        return []
+
 
 class TransformSampler(NegativeSampler):
     """A negative is a transformation of the record's own image(s); ``count`` negatives are independent

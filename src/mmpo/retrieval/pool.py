@@ -41,14 +41,17 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mmpo.data.records import ReadReport, read_records
 from mmpo.retrieval.clip import ON_ERROR, ClipEmbedder, UnreadableImage
+
+if TYPE_CHECKING:  # faiss loads where an index is built or read: training reads candidates only
+    import faiss
 
 FORMAT_VERSION = 1
 QUERIES = ("image", "text", "image+text")
@@ -78,8 +81,28 @@ def list_images(directory: str | Path) -> list[Path]:
     return paths
 
 
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest of a complete pool directory of this format; ``FileNotFoundError`` / ``ValueError``
+    saying what to rebuild otherwise."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} does not exist: build the pool with scripts/build_pool.py (the shapes world's: "
+            "scripts/build_shapes_pool.py, make misp-shapes-pool)"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has format_version={manifest.get('format_version')!r}; "
+            f"this code reads {FORMAT_VERSION}: rebuild the pool"
+        )
+    return manifest
+
+
 def set_search_params(index: faiss.Index, search_params: str) -> None:
     """Apply faiss search parameters such as ``nprobe=16`` or ``efSearch=128`` (``""``: none)."""
+    import faiss
+
     if search_params:
         try:
             faiss.ParameterSpace().set_index_parameters(index, search_params)
@@ -89,6 +112,8 @@ def set_search_params(index: faiss.Index, search_params: str) -> None:
 
 def build_index(embeddings: np.ndarray, factory: str = "Flat", search_params: str = "") -> faiss.Index:
     """Inner-product faiss index from ``faiss.index_factory(D, factory)``, trained if needed, filled."""
+    import faiss
+
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     try:
         index = faiss.index_factory(embeddings.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -172,16 +197,7 @@ class CandidatePool:
     @classmethod
     def load(cls, directory: str | Path) -> CandidatePool:
         directory = Path(directory)
-        if not (directory / MANIFEST).is_file():
-            raise FileNotFoundError(
-                f"{str(directory / MANIFEST)!r} does not exist: build the pool with scripts/build_pool.py"
-            )
-        manifest = json.loads((directory / MANIFEST).read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{str(directory / MANIFEST)!r} has format_version={manifest.get('format_version')!r}; "
-                f"this code reads {FORMAT_VERSION}: rebuild the pool"
-            )
+        manifest = read_manifest(directory)
         rows = [json.loads(line) for line in (directory / CANDIDATES).read_text().splitlines() if line]
         image_dir = Path(manifest["image_dir"])
         return cls(
@@ -201,6 +217,8 @@ class CandidatePool:
         )
 
     def read_index(self) -> faiss.Index:
+        import faiss
+
         return faiss.read_index(str(self.directory / INDEX))
 
     def record_index(self, record_id: str) -> int:
@@ -302,6 +320,8 @@ def build_pool(
         embedder, records_path, batch_size, num_workers, on_error, progress
     )
     lap("embed_records")
+    import faiss
+
     index = build_index(pool.embeddings, index_factory, search_params)
     lap("build_index")
     row_of = {str(Path(p).resolve()): i for i, p in enumerate(pool.paths)}

@@ -102,19 +102,34 @@ class SparseAutoencoder(nn.Module):
         weight_b = torch.einsum("lij,bj->bli", self.encoder_weight, b)
         return torch.sigmoid(torch.einsum("bli,bmi->bml", weight_b, a) + self.encoder_bias)
 
-    def reconstruction_error(self, a: torch.Tensor, b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``||vec(a b^T) - (W_d z + c)||^2`` ``[B, M]`` by the expansion in the module docstring."""
-        flat, bias = self.decoder_weight.reshape(self.latent_dim, -1), self.decoder_bias
+    def decoder_gram(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(G [L, L], g [L])`` of the module docstring, the ``O(L^2 D^2)`` part of the reconstruction error;
+        a caller scoring many small batches with fixed weights computes it once and passes it on."""
+        flat = self.decoder_weight.reshape(self.latent_dim, -1)
+        return flat @ flat.T, flat @ self.decoder_bias.reshape(-1)
+
+    def reconstruction_error(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        z: torch.Tensor,
+        gram: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``||vec(a b^T) - (W_d z + c)||^2`` ``[B, M]`` by the expansion in the module docstring (``gram``:
+        :meth:`decoder_gram` of the current weights, computed here when not given)."""
+        bias = self.decoder_bias
         input_sq = a.square().sum(-1) * b.square().sum(-1)[:, None]
         weight_b = torch.einsum("lij,bj->bli", self.decoder_weight, b)
         cross = torch.einsum("bli,bmi,bml->bm", weight_b, a, z) + torch.einsum("bmi,bi->bm", a, b @ bias.T)
-        gram, bias_dot = flat @ flat.T, flat @ bias.reshape(-1)
+        gram, bias_dot = self.decoder_gram() if gram is None else gram
         output_sq = torch.einsum("bml,lk,bmk->bm", z, gram, z) + 2 * z @ bias_dot + bias.square().sum()
         return input_sq - 2 * cross + output_sq
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> SaeOutput:
+    def forward(
+        self, a: torch.Tensor, b: torch.Tensor, gram: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> SaeOutput:
         z = self.encode(a, b)
-        return SaeOutput(z, self.reconstruction_error(a, b, z))
+        return SaeOutput(z, self.reconstruction_error(a, b, z, gram))
 
     def loss(self, out: SaeOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(mean reconstruction error + gamma * sum_j KL(rho || rho_hat_j), terms)`` over all items."""
@@ -131,17 +146,24 @@ class SparseAutoencoder(nn.Module):
             path,
         )
 
-    @classmethod
-    def load(cls, path: str | Path) -> tuple[SparseAutoencoder, dict[str, Any]]:
-        """``(model in eval mode, the checkpoint's other entries, e.g. pool_fingerprint)``."""
+    @staticmethod
+    def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+        """The checkpoint dict at ``path`` after its format check; ``mmap=True`` maps the weights instead of
+        reading them (to look at ``hparams`` and ``pool_fingerprint`` only)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
                 f"SAE checkpoint {str(path)!r} does not exist: train one with scripts/train_sae.py"
             )
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{str(path)!r} is not an SAE checkpoint of format {CHECKPOINT_FORMAT!r}")
+        return checkpoint
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[SparseAutoencoder, dict[str, Any]]:
+        """``(model in eval mode, the checkpoint's other entries, e.g. pool_fingerprint)``."""
+        checkpoint = cls.read_checkpoint(path)
         model = cls(**checkpoint.pop("hparams"))
         model.load_state_dict(checkpoint.pop("state_dict"))
         checkpoint.pop("format")
