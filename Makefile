@@ -14,7 +14,8 @@ export OMP_NUM_THREADS ?= 1
 .DEFAULT_GOAL := help
 .PHONY: help install nltk-data chromium train test test-full lint format clean bench demo eval sft-base \
         repro-shapes repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 \
-        repro-mdpo-table1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-shapes-chip \
+        repro-mdpo-table1 repro-mdpo-table2 repro-mdpo-table3 repro-mdpo-table4 repro-misp-dpo-table1 \
+        repro-mcm-dpo-table1 repro-maple-table1 repro-shapes-chip \
         repro-shapes-misp-dpo-table1 repro-shapes-mcm-dpo repro-shapes-maple misp-shapes-pool repro-shapes-misp-dpo
 
 help: ## Show this help
@@ -120,6 +121,12 @@ repro-mdpo-table3: install ## mDPO Table 3 on LLaVA-1.5-7B: rejected-image choic
 	$(PY) -m mmpo.repro mdpo-table3
 repro-mdpo-table4: install ## mDPO Table 4 on LLaVA-1.5-7B: anchor choice
 	$(PY) -m mmpo.repro mdpo-table4
+repro-misp-dpo-table1: install ## MISP-DPO Table 1 on LLaVA-1.5-7B: DPO / mDPO / MISP-DPO on MMHal, HallusionBench, POPE, MMVP
+	$(PY) -m mmpo.repro misp-dpo-table1
+repro-mcm-dpo-table1: install ## MCM-DPO on LLaVA-1.6-7B: alt-text SFT stage, then DPO vs MCM-DPO on TAlt
+	$(PY) -m mmpo.repro mcm-dpo-table1
+repro-maple-table1: install ## MAPLE retrieval on Qwen2-VL-2B with a Qwen2-VL-7B reward: COCO / Flickr30K R@1
+	$(PY) -m mmpo.repro maple-table1
 
 # ---- the baselines of MISP-DPO's Table 1 on one data set and one evaluation --------------------------------
 # The demo's preference stage from the SFT base, every run benchmarked after training (shapes POPE, CHAIR) and
