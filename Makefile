@@ -106,7 +106,7 @@ repro-shapes-mdpo-fig1: sft-base ## mDPO Fig. 1 on shapes: DPO vs DPO (no image)
 	rm -rf $(REPRO)/mdpo_fig1
 	$(PREF_SWEEP) loss=dpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo
 	$(PREF_SWEEP) loss=dpo data.image=none hydra.sweep.dir=$(REPRO)/mdpo_fig1/dpo_noimage
-	$(PREF_SWEEP) loss=mdpo hydra.sweep.dir=$(REPRO)/mdpo_fig1/mdpo
+	$(PREF_SWEEP) loss=mdpo negative_sampler=crop hydra.sweep.dir=$(REPRO)/mdpo_fig1/mdpo
 	$(TABLE) $(REPRO)/mdpo_fig1 --out $(REPRO)/mdpo_fig1/results
 
 repro-shapes: repro-shapes-mdpo-fig1 repro-shapes-mdpo-table2 repro-shapes-mdpo-table3 repro-shapes-mdpo-table4 ## The whole mDPO chain on the CPU: SFT base, Fig. 1 and the ablation tables on shapes
