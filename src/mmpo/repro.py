@@ -219,8 +219,11 @@ def point_problems(cfg: DictConfig) -> list[str]:
     from mmpo.evaluate import load_benchmarks
     from mmpo.train import check_run
 
+    checks = [check_run] + (
+        [lambda cfg: load_benchmarks(cfg, module_class(cfg))] if cfg.get("benchmarks") else []
+    )
     problems: list[str] = []
-    for check_ in (check_run, lambda cfg: load_benchmarks(cfg, module_class(cfg))):
+    for check_ in checks:
         try:
             check_(cfg)
         except ConfigError as error:
