@@ -81,7 +81,7 @@ def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message, tmp_
         (["model.lora.enabled=false"], "reference=adapter_off needs model.lora.enabled=true"),
         (
             ["loss=mdpo"],
-            "loss=mdpo needs 1 negative image(s) per record; negative_sampler allowed: ['blank', 'crop'",
+            "loss=mdpo needs 1 negative image(s) per record; negative_sampler allowed: ['blank', 'clip_knn', 'crop'",
         ),
         (["loss=mdpo", "negative_sampler=crop", "data.image=none"], "cannot run with data.image=none"),
         (["reference=none"], "loss=dpo needs a reference"),

@@ -51,7 +51,7 @@ def summary_line(
     before: dict | None = None,
 ) -> str:
     """One line: the run, its loss and model, the choices that decide what ran (status, engine mode,
-    reference: the first word of each), steps, the module kind's summary metrics (``start->end`` where the
+    reference: the first word of each; the skipped steps, if any), steps, the module kind's summary metrics (``start->end`` where the
     run validated before training) and the time."""
 
     def value(key: str) -> str:
@@ -60,7 +60,9 @@ def summary_line(
 
     values = " ".join(f"{k}={value(k)}" for k in keys if k in metrics)
     setting = " ".join(
-        f"{k}={v.split()[0]}" for k, v in choices.items() if k in ("status", "engine", "reference")
+        f"{k}={v.split()[0]}"
+        for k, v in choices.items()
+        if k in ("status", "engine", "reference", "skipped_steps")
     )
     loss = (cfg.get("choices") or {}).get("loss")
     return f"{cfg.run_name}: loss={loss} model={cfg.model.name} {setting} steps={steps} {values} time={seconds:.1f}s"
@@ -227,7 +229,7 @@ def run(cfg: DictConfig) -> float | None:
                 module.save(out, datamodule)
             if module.skipped_steps:
                 (out / "skipped_steps.json").write_text(json.dumps(module.skipped_steps, indent=1))
-                choices["skipped steps"] = str(len(module.skipped_steps))
+                choices["skipped_steps"] = str(len(module.skipped_steps))
             if benchmarks and stopped is None:
                 module.cpu()  # the accelerator's memory goes to the reloaded copy that is evaluated
                 evaluate_trained(cfg, out, trainer, benchmarks)

@@ -22,6 +22,12 @@ NEEDS = {
     "mdpo_sft": ["negative_sampler=crop"],
     "chip": ["negative_sampler=diffusion"],
     "kto": ["negative_sampler=random_image"],
+    "misp_dpo": ["negative_sampler=random_image"],  # K = 3 other images (MISP-DPO's random multi-negative)
+    "mcm_dpo": [  # the noised image and the alt-text records, whose contexts the swapped branches exchange
+        "negative_sampler=diffusion_700",
+        "data.train_file=alt_text_train.jsonl",
+        "data.val_file=alt_text_val.jsonl",
+    ],
     "mix": ["+loss@loss.members.dpo=dpo", "+loss@loss.members.ipo=ipo", "+loss.weights={ipo: 0.5}"],
 }
 EXO_EPS = 1e-3
@@ -44,6 +50,8 @@ STEP0 = {
     "sigmoid_norm": LOG2,
     "kto": 0.5,
     "mdpo": 3 * LOG2,
+    "misp_dpo": math.log(3 + 1) + LOG2,  # softplus(logsumexp of K = 3 zeros) + DPO
+    "mcm_dpo": LOG2,  # one sigmoid over the weighted sum of seven zero margins
     "mix": LOG2 + 0.5 * (1 / (2 * 0.1)) ** 2,
 }
 

@@ -175,6 +175,7 @@ def test_missing_candidate_files_and_mismatched_kinds_fail_at_start_up(compose, 
     records = tmp_path / "records"
     records.mkdir()
     (records / "train.jsonl").write_text("")
+    (records / "val.jsonl").write_text("")
     problems = problems_of(compose, ["loss=rpa", "data=files", f"data.path={records}"])
     assert [p.split(";")[0] for p in problems] == [
         f"module.candidates.train: '{records / 'candidates_train.jsonl'}' does not exist",

@@ -25,6 +25,7 @@ EXPECTED = {
     "crop": CropSampler,
     "crop_20_50": CropSampler,
     "diffusion": DiffusionNoiseSampler,
+    "diffusion_700": DiffusionNoiseSampler,
     "random_image": RandomImageSampler,
     "blank": BlankSampler,
     "rotate": RotateSampler,
@@ -45,8 +46,10 @@ def test_every_yaml_is_covered_and_named_in_the_error_messages():
 
 
 @pytest.mark.parametrize("name, cls", EXPECTED.items())
-def test_yaml_builds_its_sampler(name, cls):
-    assert type(build_negative_sampler(load(name))) is cls
+def test_yaml_builds_its_sampler(name, cls, compose):
+    """Each option as a run composes it (an option may extend another through its defaults list)."""
+    composed = compose([f"negative_sampler={name}"]).get("negative_sampler")
+    assert type(build_negative_sampler(composed)) is cls
 
 
 def test_crop_yamls_carry_the_paper_scales_as_tuples():

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from mmpo.data import shapes
 from mmpo.data.datamodule import SPLITS, resolve_data_dir
 from mmpo.data.records import ReadReport, Record, RecordError, read_records
-from mmpo.data.sampling import epoch_sampler
+from mmpo.data.sampling import ResumableTrainOrder
 from mmpo.images import load_image
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def candidate_problems(data: DictConfig, candidates: DictConfig) -> list[str]:
     return problems
 
 
-class CandidateDataModule(L.LightningDataModule):
+class CandidateDataModule(ResumableTrainOrder, L.LightningDataModule):
     """Batches of anchors with their candidates for each split (module docstring).
 
     Args:
@@ -215,7 +215,6 @@ class CandidateDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.candidates = candidates
         self.seed = seed
-        self._resume: tuple[int, int] | None = None
         self.report = ReadReport()
         self.without_candidates: dict[str, int] = {}
         self.datasets: dict[str, list[Anchor]] = {}
@@ -257,17 +256,11 @@ class CandidateDataModule(L.LightningDataModule):
             " / ".join(f"{self.without_candidates[s]} {s}" for s in SPLITS),
         )
 
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Continue training after the first ``batches`` batches of ``epoch`` (a checkpoint saved mid-epoch)."""
-        self._resume = (epoch, batches)
-
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        resume = self._resume if split == "train" else None
-        sampler = epoch_sampler(len(self.datasets[split]), shuffle, self.seed, self.cfg.batch_size, resume)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,
-            sampler=sampler,
+            sampler=self.sampler_of(split, shuffle),
             num_workers=self.cfg.num_workers,
             collate_fn=partial(collate, k=self.candidates.k),
         )

@@ -26,7 +26,7 @@ from mmpo.data.collator import IMAGE_MODES, TRUNCATION_MODES, PreferenceCollator
 from mmpo.data.examples import CONTEXT_SWAPS, PreferenceDataset
 from mmpo.data.records import ON_ERROR, JsonlRecords, Records, RecordSource
 from mmpo.data.rows import PreferenceBatch
-from mmpo.data.sampling import epoch_sampler
+from mmpo.data.sampling import ResumableTrainOrder
 from mmpo.data.validation import CACHE_DIR, SplitInputs, Validation, image_markers, validate
 from mmpo.models.families import Family
 from mmpo.negatives.base import NegativeSampler
@@ -99,7 +99,7 @@ def resolve_data_dir(cfg: DictConfig) -> Path:
     return Path(cfg.path)
 
 
-class PreferenceDataModule(L.LightningDataModule):
+class PreferenceDataModule(ResumableTrainOrder, L.LightningDataModule):
     """The data of a preference run: the rows of ``branches[split]`` for every record of each split.
 
     ``samplers[split]`` draws the negatives of that split's records (validation may fix another one so
@@ -130,7 +130,6 @@ class PreferenceDataModule(L.LightningDataModule):
         self.validation: Validation | None = None
         self.notes: dict[str, set[str]] = {}
         """Record ids of the length outcomes of training batches (rows drawn anew each epoch)."""
-        self._resume: tuple[int, int] | None = None
 
     def prepare_data(self) -> None:
         """Generate the shapes world and check the records once per node (Lightning calls this on local
@@ -218,18 +217,11 @@ class PreferenceDataModule(L.LightningDataModule):
         for dataset in self.datasets.values():
             dataset.epoch = epoch
 
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Continue training after the first ``batches`` batches of ``epoch`` (a checkpoint saved mid-epoch;
-        a checkpoint of a finished epoch starts the next one from its first batch, as Lightning does)."""
-        self._resume = (epoch, batches)
-
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        resume = self._resume if split == "train" else None
-        sampler = epoch_sampler(len(self.datasets[split]), shuffle, self.seed, self.cfg.batch_size, resume)
         return DataLoader(
             self.datasets[split],
             batch_size=self.cfg.batch_size,
-            sampler=sampler,
+            sampler=self.sampler_of(split, shuffle),
             num_workers=self.cfg.num_workers,
             collate_fn=self.collators[split],
             persistent_workers=self.cfg.num_workers > 0,

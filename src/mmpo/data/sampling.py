@@ -74,3 +74,20 @@ def epoch_sampler(
     if resume is not None and resume[1] * batch_size < len(sampler):
         sampler.resume_at(resume[0], resume[1] * batch_size)
     return sampler
+
+
+class ResumableTrainOrder:
+    """A data module's training order that resumes mid-epoch: ``resume_at`` (called from the checkpoint
+    by :class:`mmpo.modules.base.TrainingModule`) makes the next training loader start where the
+    checkpoint stopped. The module provides ``datasets``, ``seed`` and ``cfg.batch_size``."""
+
+    _resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Continue training after the first ``batches`` batches of ``epoch`` (a checkpoint saved mid-epoch;
+        a checkpoint of a finished epoch starts the next one from its first batch, as Lightning does)."""
+        self._resume = (epoch, batches)
+
+    def sampler_of(self, split: str, shuffle: bool) -> EpochSampler:
+        resume = self._resume if split == "train" else None
+        return epoch_sampler(len(self.datasets[split]), shuffle, self.seed, self.cfg.batch_size, resume)
