@@ -50,7 +50,7 @@ chromium: ## Install Debian's chromium (root, apt-get) for the browser test of t
 train: install ## Run the main job: python train.py (DPO, tiny LLaVA, shapes world, CPU); ARGS="loss=mdpo ..."
 	$(PY) train.py $(ARGS)
 
-test: install nltk-data ## Run the default test suite (about 2 min on 2 CPU cores; slow tests excluded)
+test: install nltk-data ## Run the default test suite (about 11 min on 2 CPU cores; slow tests excluded)
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-full: install nltk-data ## Run every test, the slow ones too
