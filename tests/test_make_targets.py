@@ -48,5 +48,5 @@ def test_every_shapes_target_is_listed_and_launches_runs():
 def test_every_run_of_a_shapes_target_passes_the_start_up_checks(target, tmp_path):
     for sweep in sweeps(target):
         for point in repro.sweep_points(tuple(sweep)):
-            cfg = compose_job([*point, f"paths.log_dir={tmp_path}"])
+            cfg = compose_job([*point, f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"])
             assert repro.point_problems(cfg) == [], f"make {target}: python train.py {' '.join(point)}"
