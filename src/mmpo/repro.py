@@ -231,13 +231,12 @@ def point_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def branch_counts(cfg: DictConfig) -> tuple[int, int]:
-    """(policy, reference) branches per record of the composed loss, as the training step forwards them."""
+def branch_count(cfg: DictConfig) -> int:
+    """Branches per record of the composed loss; the policy and the reference each forward all of them."""
     from mmpo.losses import build_loss
     from mmpo.modules.preference import plan
 
-    branches = len(plan(cfg, build_loss(cfg.loss).requirements).branches["train"])
-    return branches, branches
+    return len(plan(cfg, build_loss(cfg.loss).requirements).branches["train"])
 
 
 def gpu_hours(target: Target, points: list[DictConfig]) -> tuple[float, str]:
@@ -245,10 +244,10 @@ def gpu_hours(target: Target, points: list[DictConfig]) -> tuple[float, str]:
         return target.gpu_hours_reported, "reported by the paper"
     total = 0.0
     for cfg in points:
-        policy, reference = branch_counts(cfg)
+        branches = branch_count(cfg)
         epochs = int(cfg.trainer.max_epochs)
         total += estimated_gpu_hours(
-            target.parameters, target.tokens_per_branch, target.records, epochs, policy, reference
+            target.parameters, target.tokens_per_branch, target.records, epochs, branches, branches
         )
     return (
         total,
