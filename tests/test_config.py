@@ -95,6 +95,12 @@ def test_bad_config_gives_a_clear_error_not_a_traceback(overrides, message, tmp_
         (["model.family=gpt2"], "model.family='gpt2' is not supported; allowed:"),
         (["experiment=mdpo_bunny3b"], "model.family='bunny' is not supported (Bunny-v1.0-3B ships"),
         (["data=files", "data.path=/nowhere"], "data.path='/nowhere' has no train.jsonl"),
+        (["data.token_budget=0"], "data.token_budget=0; allowed: a positive number of tokens, or null"),
+        (["data.token_budget=4096", "engine.mode=batched"], "data.token_budget=4096 packs the rows"),
+        (
+            ["model.attn_implementation=flash_attention_2", "engine.mode=shared_prefix"],
+            "a 4-D or block attention",
+        ),
     ],
 )
 def test_cross_group_checks_name_the_key_and_allowed_values(compose, overrides, message):

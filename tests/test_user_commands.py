@@ -151,7 +151,10 @@ def test_every_value_train_yaml_writes_reaches_the_composed_config(compose):
 def test_the_default_run_prints_and_records_the_choices_that_matter(tmp_path):
     out = cli(*SMALL, "data.limit_train=8", "trainer.max_steps=2", log_dir=tmp_path / "outputs")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "run: engine shared_prefix (engine.mode=auto), reference adapter_off" in out.stdout
+    # model.attn_implementation=auto: FlexAttention only where it trains (a GPU), sdpa on this CPU
+    assert (
+        "run: engine shared_prefix (engine.mode=auto), reference adapter_off, attention sdpa," in out.stdout
+    )
     assert "precision 32-true" in out.stdout and "trainable params 16,384 / 176,960" in out.stdout
     (run,) = runs_under(tmp_path / "outputs")
     summary = (run / "summary.txt").read_text()
@@ -408,6 +411,7 @@ def test_the_default_run_is_a_preference_stage_on_the_cached_sft_base(tmp_path):
     assert job.model.name == "tiny_llava_shapes_sft" and job.model.init_from == "base:sft_shapes"
     assert job.val_negative_sampler._target_.endswith("CropSampler") and job.validate_before_training
     assert job.engine.mode == "auto" and job.reference.strategy == "adapter_off"
+    assert job.model.attn_implementation == "auto" and job.data.token_budget is None
 
 
 @pytest.mark.slow
@@ -424,3 +428,24 @@ def test_the_main_job_builds_the_base_once_and_shows_learning(tmp_path):
         assert before != after, (key, summary)
     again = cli(*where, "trainer.max_steps=1", log_dir=tmp_path / "again", timeout=600)
     assert again.returncode == 0 and "building the cached base" not in again.stdout + again.stderr
+
+
+def test_packed_rows_train_like_one_group_per_row(tmp_path):
+    """``data.token_budget``: the packed run's log-probs and losses equal the unpacked run's, at every
+    validation and for the training epoch (so the updates between them were the same too)."""
+
+    def logged(*extra: str) -> list[float]:
+        outputs = tmp_path / f"outputs{len(extra)}"
+        out = cli(
+            *SMALL, "loss=mdpo", "negative_sampler=crop", "trainer.max_steps=2", *extra, log_dir=outputs
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        (run,) = runs_under(outputs)
+        lines = (run / "metrics.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+        return [float(r[k]) for r in rows for k in header if ("logps" in k or "loss" in k) and r[k]]
+
+    packed, unpacked = logged("data.token_budget=4096"), logged()
+    assert len(packed) >= 3 * 7  # two validations and the training epoch: 3 log-probs and 4 losses each
+    assert packed == pytest.approx(unpacked, rel=1e-5)

@@ -66,7 +66,9 @@ class ModelSchema:
     path: str | None = None  # local HF directory; null builds the tiny model from `tiny`
     tiny: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
-    attn_implementation: str = "sdpa"
+    # auto: FlexAttention for the language model on a GPU where transformers supports it (LLaVA), else
+    # sdpa (models.loading.set_attention); or any transformers value (sdpa, eager, flex_attention, ...)
+    attn_implementation: str = "auto"
     lora: LoraSchema = field(default_factory=LoraSchema)
     quantization: QuantizationSchema = field(default_factory=QuantizationSchema)
     freeze: FreezeSchema = field(default_factory=FreezeSchema)
@@ -98,6 +100,9 @@ class DataSchema:
     on_error: str = "raise"
     image: str = "original"  # original | none (the "DPO (No Image)" ablation)
     context_template: str = "{prompt}\nContext:\n{context}"
+    # engine.mode=shared_prefix: pack the (image, context) groups of different records into rows of at most
+    # this many tokens (no padding); null: one group per row
+    token_budget: int | None = None
     context_swap: str = "per_epoch"  # per_epoch | per_record (MCM-DPO's official rule): mmpo.data.examples
     limit_train: int | None = None
     limit_val: int | None = None

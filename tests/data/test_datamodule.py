@@ -64,3 +64,10 @@ def test_a_validation_sampler_alone_adds_the_negative_branch_to_validation_only(
     assert module.collators["train"].branches == [CHOSEN, REJECTED]
     assert module.collators["val"].branches == [CHOSEN, REJECTED, CHOSEN_NEGATIVE]
     assert module.datasets["train"].sampler is None and module.datasets["val"].negatives == 1
+
+
+def test_the_token_budget_reaches_every_batch_of_both_splits(compose, processor):
+    module = datamodule(compose, processor, ["data.token_budget=4096"])
+    assert next(iter(module.train_dataloader())).token_budget == 4096
+    assert next(iter(module.val_dataloader())).token_budget == 4096
+    assert next(iter(datamodule(compose, processor, []).train_dataloader())).token_budget is None

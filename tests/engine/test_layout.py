@@ -83,7 +83,8 @@ def test_every_branch_continues_where_the_full_row_would(setup):
 
 def test_mask_prompt_causal_branches_isolated_padding_self():
     segments = torch.tensor([[0, 0, 1, 1, 2, -1]])
-    mask = attention_mask(segments, "sdpa", torch.float32)[0, 0].int()
+    documents = torch.tensor([[0, 0, 0, 0, 0, -1]])
+    mask = attention_mask(segments, documents, "sdpa", torch.float32)[0, 0].int()
     assert mask.tolist() == [
         [1, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0],
@@ -92,17 +93,21 @@ def test_mask_prompt_causal_branches_isolated_padding_self():
         [1, 1, 0, 0, 1, 0],  # branch 2 sees the prompt, not branch 1
         [0, 0, 0, 0, 0, 1],  # padding sees itself only (no empty softmax row)
     ]
-    additive = attention_mask(segments, "eager", torch.float32)[0, 0]
+    additive = attention_mask(segments, documents, "eager", torch.float32)[0, 0]
     assert torch.equal(additive == 0, mask.bool())
-    with pytest.raises(ValueError, match=r"model.attn_implementation in \['sdpa', 'eager'\]"):
-        attention_mask(segments, "flash_attention_2", torch.float32)
+    with pytest.raises(
+        ValueError, match=r"model.attn_implementation in \['sdpa', 'eager', 'flex_attention'\]"
+    ):
+        attention_mask(segments, documents, "flash_attention_2", torch.float32)
 
 
 def test_rows_of_very_different_lengths_never_pad_each_other():
     def calls(lengths: list[int]) -> list[list[int]]:
         segments = torch.tensor([[0] * n + [-1] * (max(lengths) - n) for n in lengths])
         empty = torch.zeros(0, dtype=torch.long)
-        layout = Layout(segments, segments[None], segments, [[]] * len(lengths), empty, empty, empty, [])
+        layout = Layout(
+            segments, segments[None], segments, segments, [[]] * len(lengths), empty, empty, empty, []
+        )
         return [call.tolist() for call in layout.decoder_calls(max_padding=0.05)]
 
     assert calls([844, 745]) == [[0], [1]]  # mDPO, one record: the corrupted row lacks a response

@@ -82,6 +82,7 @@ class PreferenceCollator:
         truncation: str = "delete",
         image: str = "original",
         context_template: str = "{prompt}\nContext:\n{context}",
+        token_budget: int | None = None,
     ):
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"data.truncation={truncation!r}; allowed: {list(TRUNCATION_MODES)}")
@@ -94,6 +95,7 @@ class PreferenceCollator:
         self.truncation = truncation
         self.image = image
         self.context_template = context_template
+        self.token_budget = token_budget
         self.tokenizer = processor.tokenizer
         self.pad_token_id = self.tokenizer.pad_token_id
         self.image_token_id = family.image_token_id(processor)
@@ -251,6 +253,7 @@ class PreferenceCollator:
             notes=dict(notes),
             epoch=max((example.epoch for example in examples), default=0),
             negative_log_q=negative_log_q([k[0] for k in kept]),
+            token_budget=self.token_budget,
         )
 
 

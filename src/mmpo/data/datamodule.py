@@ -71,6 +71,10 @@ def data_problems(cfg: DictConfig) -> list[str]:
         )
         if cfg[key] not in allowed
     ]
+    if cfg.token_budget is not None and cfg.token_budget < 1:
+        problems.append(
+            f"data.token_budget={cfg.token_budget}; allowed: a positive number of tokens, or null"
+        )
     if problems or cfg.source != "files":
         if cfg.source == "shapes" and cfg.format != "jsonl":
             problems.append(
@@ -160,6 +164,7 @@ class PreferenceDataModule(ResumableTrainOrder, L.LightningDataModule):
                 truncation=self.cfg.truncation,
                 image=self.cfg.image if split == "train" else "original",
                 context_template=self.cfg.context_template,
+                token_budget=self.cfg.token_budget,
             )
             draws = PreferenceDataset([], self.samplers[split], negatives_needed(branches), seed=self.seed)
             inputs.append(

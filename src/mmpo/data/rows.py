@@ -76,6 +76,9 @@ class PreferenceBatch:
     """The data epoch that seeded the inputs (negatives, swapped contexts); keys precomputed references."""
     negative_log_q: Tensor | None = None
     """``[records, K]`` log q of each record's negatives when the sampler weights its draws."""
+    token_budget: int | None = None
+    """``data.token_budget``: longest row the shared-prefix engine packs groups of several records into;
+    None: one (record, image, context) group per row (:mod:`mmpo.engine.layout`)."""
 
     def __len__(self) -> int:
         return len(self.ids)

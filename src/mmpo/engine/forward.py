@@ -8,7 +8,8 @@ tested against):
   frameworks do: the prompt and image of a record are processed once per branch).
 - ``shared_prefix``: one packed row per (record, image, context) group; the prefix goes through the
   language model once, each image through the vision tower once, the head only on response positions
-  (:mod:`mmpo.engine.shared_prefix`). Families: llava, qwen2_vl, qwen2_5_vl; sdpa or eager attention.
+  (:mod:`mmpo.engine.shared_prefix`). Families: llava, qwen2_vl, qwen2_5_vl; sdpa, eager or flex_attention
+  (a block-sparse mask); ``data.token_budget`` packs the groups of several records into one row.
 - ``auto`` (the default): ``shared_prefix`` where it is supported (measured fastest, see
   ``scripts/bench_step.py``), else ``batched``.
 
@@ -39,13 +40,18 @@ from mmpo.models.families import SHARED_PREFIX_FAMILIES
 MODES = ("naive", "batched", "shared_prefix", "auto")
 
 
-def engine_problems(engine: DictConfig, model: DictConfig) -> list[str]:
-    """Start-up problems of ``engine.mode`` for the ``model`` config."""
+def engine_problems(engine: DictConfig, model: DictConfig, token_budget: int | None = None) -> list[str]:
+    """Start-up problems of ``engine.mode`` for the ``model`` config and ``data.token_budget``."""
     if engine.mode not in MODES:
         return [f"engine.mode={engine.mode!r}; allowed: {list(MODES)}"]
-    if engine.mode != "shared_prefix":
-        return []
-    return shared_prefix_problems(model.family, model.attn_implementation)
+    problems = shared_prefix_problems(model.family, model.attn_implementation)
+    if token_budget is not None and (engine.mode in ("naive", "batched") or problems):
+        return [
+            f"data.token_budget={token_budget} packs the rows of engine.mode=shared_prefix, which this run "
+            f"does not use (engine.mode={engine.mode}, model.family={model.family}); set data.token_budget=null",
+            *problems,
+        ]
+    return problems if engine.mode == "shared_prefix" else []
 
 
 def shared_prefix_problems(family: str, attn_implementation: str) -> list[str]:
@@ -56,10 +62,10 @@ def shared_prefix_problems(family: str, attn_implementation: str) -> list[str]:
             f"engine.mode=shared_prefix does not support model.family={family!r}; allowed "
             f"families: {list(SHARED_PREFIX_FAMILIES)} (use engine.mode=batched)"
         )
-    if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+    if attn_implementation not in ("auto", *ATTENTION_IMPLEMENTATIONS):
         problems.append(
-            f"engine.mode=shared_prefix needs a 4-D attention mask; model.attn_implementation="
-            f"{attn_implementation!r}, allowed: {list(ATTENTION_IMPLEMENTATIONS)}"
+            f"engine.mode=shared_prefix needs a 4-D or block attention mask; model.attn_implementation="
+            f"{attn_implementation!r}, allowed: {['auto', *ATTENTION_IMPLEMENTATIONS]}"
         )
     return problems
 

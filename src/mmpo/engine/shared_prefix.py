@@ -1,6 +1,6 @@
 """The shared-prefix forward: each (image, prompt) prefix goes through the language model once.
 
-    1. layout     packed rows, positions, 4-D mask, target/source indices  (:mod:`mmpo.engine.layout`)
+    1. layout     packed rows, positions, mask, target/source indices     (:mod:`mmpo.engine.layout`)
     2. vision     features of each unique image, encoded once             (:mod:`mmpo.engine.vision`)
     3. embed      e = E[tokens];  e[image placeholders] = features       (what the HF model does inside)
     4. decoder    h = LM(e, mask, positions)    (``get_decoder()``: LoRA, checkpointing, sdpa all apply)
@@ -59,7 +59,9 @@ def decode(model: nn.Module, layout: Layout, embeds: Tensor) -> Tensor:
         positions = layout.positions[:, rows, :length]
         out = decoder(
             inputs_embeds=embeds[rows, :length],
-            attention_mask=attention_mask(layout.segments[rows, :length], implementation, embeds.dtype),
+            attention_mask=attention_mask(
+                layout.segments[rows, :length], layout.documents[rows, :length], implementation, embeds.dtype
+            ),
             position_ids=positions if axes == 3 else positions[0],
             use_cache=False,
         ).last_hidden_state

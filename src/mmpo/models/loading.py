@@ -130,8 +130,21 @@ def check_model_dir(
     return Path(path).expanduser()
 
 
-def load_base(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family]:
-    """The pretrained model and its processor, before freezing and adapters."""
+def set_attention(model: PreTrainedModel, requested: str, flex_attention: bool = True) -> None:
+    """Apply ``model.attn_implementation``. ``auto``: the language model on FlexAttention where it trains
+    and transformers supports it for the family (a CUDA device: on CPU FlexAttention has no backward;
+    Llama-based LLaVA, not Qwen2-VL's text model in transformers 5.24) and ``flex_attention`` is allowed
+    (the shared-prefix engine's block mask; the embedding module's masks are dense), the vision tower
+    on sdpa; sdpa everywhere else. Any other value applies to the whole model."""
+    if requested == "auto":
+        flex = flex_attention and torch.cuda.is_available() and model.get_decoder()._supports_flex_attn
+        requested = {"text_config": "flex_attention"} if flex else "sdpa"
+    model.set_attn_implementation(requested)
+
+
+def load_base(cfg: DictConfig, flex_attention: bool = True) -> tuple[PreTrainedModel, ProcessorMixin, Family]:
+    """The pretrained model and its processor, before freezing and adapters (``flex_attention``:
+    :func:`set_attention`)."""
     if problems := model_problems(cfg):
         raise ModelPathError("\n".join(problems))
     family = get_family(cfg.family)
@@ -140,7 +153,7 @@ def load_base(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family]
         model = model.to(DTYPES[cfg.dtype])
     else:
         directory = check_model_dir(cfg.path)
-        kwargs = {"dtype": DTYPES[cfg.dtype], "attn_implementation": cfg.attn_implementation}
+        kwargs = {"dtype": DTYPES[cfg.dtype], "attn_implementation": "sdpa"}
         if cfg.quantization.load_in_4bit:
             kwargs["quantization_config"] = quantization_config(cfg, family)
         try:
@@ -150,6 +163,7 @@ def load_base(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family]
             raise ModelPathError(f"model.path={str(cfg.path)!r} could not be loaded: {error}") from None
     if cfg.quantization.load_in_4bit and cfg.path is None:
         model = _quantize_via_roundtrip(model, processor, cfg, family)
+    set_attention(model, cfg.attn_implementation, flex_attention)
     return model, processor, family
 
 
@@ -248,9 +262,12 @@ def merge_init_weights(model: PreTrainedModel, init_from: str) -> PreTrainedMode
     )
 
 
-def load_model(cfg: DictConfig) -> tuple[PreTrainedModel, ProcessorMixin, Family]:
-    """The trainable policy described by the ``model`` config group."""
-    model, processor, family = load_base(cfg)
+def load_model(
+    cfg: DictConfig, flex_attention: bool = True
+) -> tuple[PreTrainedModel, ProcessorMixin, Family]:
+    """The trainable policy described by the ``model`` config group (``flex_attention``:
+    :func:`set_attention`)."""
+    model, processor, family = load_base(cfg, flex_attention)
     if cfg.init_from:
         model = merge_init_weights(model, cfg.init_from)
     weight_files.remember(model, weight_files.weight_files_identity(cfg))

@@ -59,10 +59,10 @@ def embedding_problems(cfg: DictConfig) -> list[str]:
     for key in ("model", "reward_model"):
         if cfg[key].family not in FAMILIES:
             problems.append(f"module=embedding: {key}.family={cfg[key].family!r}; allowed: {list(FAMILIES)}")
-    if cfg.model.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+    if cfg.model.attn_implementation not in ("auto", *ATTENTION_IMPLEMENTATIONS):
         problems.append(
             f"model.attn_implementation={cfg.model.attn_implementation!r} takes no bidirectional 4-D mask; "
-            f"allowed: {list(ATTENTION_IMPLEMENTATIONS)}"
+            f"allowed: {['auto', *ATTENTION_IMPLEMENTATIONS]}"
         )
     directions = list(cfg.module.directions)
     if not directions or set(directions) - set(DIRECTIONS):
@@ -154,7 +154,7 @@ class EmbeddingModule(TrainingModule):
         from mmpo.embedding.scorer import AlignmentScorer
 
         loss = build_loss(cfg.loss)
-        policy, processor, _ = load_model(cfg.model)
+        policy, processor, _ = load_model(cfg.model, flex_attention=False)  # its masks are dense
         embedder = Embedder(policy, processor, **cfg.module.embedder)
         resolve_init_from(cfg.reward_model, cfg.paths.base_dir)  # base:<experiment> -> its run directory
         reward_model, reward_processor, _ = load_untrained(cfg.reward_model)

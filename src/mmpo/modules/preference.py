@@ -139,7 +139,7 @@ class PreferenceModule(TrainingModule):
     @classmethod
     def problems(cls, cfg: DictConfig) -> list[str]:
         problems = model_problems(cfg.model) + data_problems(cfg.data)
-        problems += engine_problems(cfg.engine, cfg.model) + optim_problems(cfg.optim)
+        problems += engine_problems(cfg.engine, cfg.model, cfg.data.token_budget) + optim_problems(cfg.optim)
         try:
             requirements = build_loss(cfg.loss).requirements
         except Exception as error:  # noqa: BLE001 - reported with the key
@@ -177,6 +177,7 @@ class PreferenceModule(TrainingModule):
         return {
             "engine": mode if mode == self.engine_mode else f"{mode} (engine.mode={self.engine_mode})",
             "reference": self.reference.name,
+            "attention": self.policy.get_decoder().config._attn_implementation,
             **super().describe(),
         }
 
