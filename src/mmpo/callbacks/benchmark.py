@@ -13,35 +13,26 @@ import lightning as L
 import torch
 
 from mmpo.benchmarks.base import Benchmark, EvalItem
+from mmpo.callbacks.periodic import EveryNSteps
 
 
-class BenchmarkCallback(L.Callback):
+class BenchmarkCallback(EveryNSteps):
     """Run ``benchmark`` on the training policy every ``every_n_steps`` steps (module docstring)."""
 
     def __init__(
         self, benchmark: Benchmark, every_n_steps: int = 50, batch_size: int = 16, name: str | None = None
     ) -> None:
-        if every_n_steps < 1:
-            raise ValueError(
-                f"BenchmarkCallback: every_n_steps must be a positive integer, got {every_n_steps}"
-            )
+        super().__init__(every_n_steps)
         self.benchmark = benchmark
-        self.every_n_steps = every_n_steps
         self.batch_size = batch_size
         self.name = name or benchmark.name
         self.items: list[EvalItem] = []
-        self.last_step = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.items = self.benchmark.items()  # missing data fails before the first step
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps or step == self.last_step:
-            return
-        self.last_step = step
-        if trainer.is_global_zero:
-            self.log_metrics(trainer, self.evaluate(trainer, pl_module))
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_metrics(trainer, self.evaluate(trainer, pl_module))
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         metrics, _ = self.benchmark.run(pl_module.evaluation_handle(self.batch_size), self.items)

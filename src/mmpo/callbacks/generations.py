@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 from mmpo.benchmarks.base import EvalItem
+from mmpo.callbacks.periodic import EveryNSteps
 from mmpo.config import ConfigError
 from mmpo.data.records import Record
 from mmpo.generation import generate
@@ -22,21 +23,19 @@ COLUMNS = ["step", "id", "image", "prompt", "output", "chosen", "rejected"]
 TABLE_KEY = "generations"
 
 
-class LogGenerations(L.Callback):
+class LogGenerations(EveryNSteps):
     """Log generations for fixed validation records every ``every_n_steps`` steps (module docstring)."""
 
     def __init__(
         self, every_n_steps: int = 50, num_records: int = 4, max_new_tokens: int = 32, batch_size: int = 4
     ) -> None:
-        for key, value in (("every_n_steps", every_n_steps), ("num_records", num_records)):
-            if value < 1:
-                raise ValueError(f"LogGenerations: {key} must be a positive integer, got {value}")
-        self.every_n_steps = every_n_steps
+        super().__init__(every_n_steps)
+        if num_records < 1:
+            raise ValueError(f"LogGenerations: num_records must be a positive integer, got {num_records}")
         self.num_records = num_records
         self.decoding = {"max_new_tokens": max_new_tokens}
         self.batch_size = batch_size
         self.records: list[Record] = []
-        self.last_step = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
@@ -46,13 +45,8 @@ class LogGenerations(L.Callback):
             )
         self.records = trainer.datamodule.datasets["val"].records[: self.num_records]
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps or step == self.last_step:
-            return
-        self.last_step = step
-        if trainer.is_global_zero:
-            self.log_table(trainer, self.rows(trainer, pl_module))
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_table(trainer, self.rows(trainer, pl_module))
 
     def rows(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[list[object]]:
         import wandb
