@@ -18,9 +18,23 @@ A step is ``PreferenceModule``'s own (``compute``: policy log-probs with grad, r
 cache look-up, loss), then backward.
 Configurations (``mode + reference``) run on the same pre-built batches, interleaved round-robin after
 warm-up; every ratio compares to ``batched + live`` (one padded forward, adapters-off reference forward:
-the TRL-style step) measured in the same round. Reported:
+the TRL-style step) measured in the same round.
 
-- step time (median, IQR), samples/s and its ratio to batched (median and IQR of per-round ratios);
+TRL's own step is a further configuration of the ``dpo`` loss, in the same rounds (column ``vs TRL``;
+``n/a`` for the other losses, which TRL has no trainer for): ``trl.DPOTrainer.training_step`` of trl 1.16
+(``pip install -e .[bench]``; without it one line says the column is skipped) on the same policy object
+(same LoRA, fp32, the same non-reentrant checkpointing), beta 0.1, sigmoid loss, the same batch size, and
+the same token ids and pixels in the format TRL's vision collator returns; its reference is the policy
+with the adapters off, like ours (:mod:`bench_trl` says how it is built). Before timing, the script checks
+that TRL's first loss and ours are both log 2 at LoRA B = 0 (exits otherwise) and prints the largest
+difference between TRL's per-branch log-probs (policy and reference, chosen and rejected; batch means)
+and our naive mode's with the benchmark's adapter. Its memory is measured like the others'; its LM head
+is fused (``add_fused_lm_head``), so the head-row hooks of the counts never fire ("fused").
+
+Reported:
+
+- step time (median, IQR), samples/s and its ratio to batched and to TRL's step (median and IQR of
+  per-round ratios);
 - peak memory: growth of peak RSS over one step after a warm-up step (VmHWM reset by
   ``/proc/self/clear_refs``; tracemalloc cannot see torch's allocations), each configuration in a child
   process started with glibc's mmap/trim thresholds fixed, so freed tensors leave RSS at once;
@@ -66,6 +80,10 @@ from mmpo.models.families import get_family
 from mmpo.models.loading import attach_lora
 from mmpo.modules.preference import PreferenceModule
 
+# bench_trl.py lies beside this script, which tests load by path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_trl  # noqa: E402
+
 BOS, EOS = 1, 2
 LOSS_FACTORIES: dict[str, Callable[[], PreferenceLoss]] = {
     "dpo": DPOLoss,
@@ -83,9 +101,14 @@ CONFIGS: tuple[tuple[str, str], ...] = (
     ("batched", "precomputed"),
     ("shared_prefix", "precomputed"),
 )
+TRL = ("trl", "live")
+"""TRL's ``DPOTrainer`` step (:mod:`bench_trl`), timed beside the configurations of the ``dpo`` loss."""
+TRL_LOSS = "dpo"
 TARGETS = {"dpo": 1.6, "mdpo": 1.4}
 """Speed-up targets of shared_prefix + precomputed over batched + live; the other losses are measured only."""
 MEMORY_TARGET, TOKEN_TOLERANCE, IDEAL_GOAL = 0.6, 0.05, 0.8
+LOG2_TOLERANCE = 1e-6
+"""|first loss - log 2| allowed for TRL's step and ours (fp32 rounding of the same numbers)."""
 PROXIES: dict[str, dict[str, int]] = {"default": {}, "7b-shaped": {"layers": 8, "vocab": 1024}}
 """``--proxy``: the defaults it changes (explicit flags still win)."""
 LLAVA_15_7B = {"hidden": 4096, "layers": 32, "intermediate": 11008, "vocab": 32000}
@@ -265,9 +288,12 @@ def minimum_tokens(batch: PreferenceBatch) -> int:
 
 
 # ---- one step --------------------------------------------------------------------------------------
-def run_step(module: PreferenceModule, batch: PreferenceBatch) -> None:
+def run_step(module: PreferenceModule | bench_trl.TRLStep, batch: PreferenceBatch) -> None:
     """A configuration's step is the training module's own: ``PreferenceModule.compute`` (policy forward
-    with grad, reference pass or cache look-up, loss), then backward."""
+    with grad, reference pass or cache look-up, loss), then backward; TRL's is ``DPOTrainer.training_step``."""
+    if isinstance(module, bench_trl.TRLStep):
+        module.run()
+        return
     out, _ = module.compute(batch, "train")
     out.loss.backward()
     module.policy.zero_grad(set_to_none=True)
@@ -280,9 +306,11 @@ def make_step(
     reference: str,
     batch: PreferenceBatch,
     cache_dir: str,
-) -> PreferenceModule:
+) -> PreferenceModule | bench_trl.TRLStep:
     """The module of ``mode`` and ``reference``; ``reference=precomputed`` reads a cache that the live
-    adapters-off reference filled beforehand."""
+    adapters-off reference filled beforehand; :data:`TRL` is TRL's trainer step (``cache_dir`` its output)."""
+    if (mode, reference) == TRL:
+        return bench_trl.build_trl_step(policy, batch, loss.beta, cache_dir)
     if reference == "live":
         return PreferenceModule(policy, loss, {"strategy": "adapter_off"}, {}, mode)
     module = PreferenceModule(policy, loss, {"strategy": "precomputed"}, {}, mode)
@@ -398,7 +426,11 @@ def measure_memory(argv: list[str], name: str, config: tuple[str, str]) -> float
 
 # ---- timing ----------------------------------------------------------------------------------------
 def time_configs(
-    policy, steps: dict[tuple[str, str], PreferenceModule], batch, warmup: int, repeats: int
+    policy,
+    steps: dict[tuple[str, str], PreferenceModule | bench_trl.TRLStep],
+    batch,
+    warmup: int,
+    repeats: int,
 ) -> dict[tuple[str, str], list[float]]:
     """Round-robin over the configurations (start rotated each round), ``warmup`` rounds discarded."""
     names = list(steps)
@@ -422,7 +454,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def label(config: tuple[str, str]) -> str:
-    return f"{config[0]} + {config[1]} ref"
+    return "TRL DPOTrainer + adapters-off ref" if config == TRL else f"{config[0]} + {config[1]} ref"
 
 
 @dataclass
@@ -431,18 +463,20 @@ class LossBench:
 
     name: str
     batch: PreferenceBatch
-    steps: dict[tuple[str, str], PreferenceModule]
+    steps: dict[tuple[str, str], PreferenceModule | bench_trl.TRLStep]
     times: dict[tuple[str, str], list[float]] | None = None
     counts: dict[tuple[str, str], Counts] | None = None
     peaks: dict[tuple[str, str], float] | None = None
 
+    def speedup(self, reference: tuple[str, str], config: tuple[str, str]) -> tuple[float, float, float]:
+        """Quartiles of the per-round samples/s ratio of ``config`` to ``reference`` (its time / ours)."""
+        return quartiles([r / t for r, t in zip(self.times[reference], self.times[config], strict=True)])
+
     def results(self) -> list[dict]:
         out = []
-        for config in CONFIGS:
+        for config in self.steps:
             q1, median, q3 = quartiles(self.times[config])
-            r1, ratio, r3 = quartiles(
-                [b / t for b, t in zip(self.times[BASELINE], self.times[config], strict=True)]
-            )
+            r1, ratio, r3 = self.speedup(BASELINE, config)
             c = self.counts[config]
             n = len(self.batch)
             out.append(
@@ -454,6 +488,7 @@ class LossBench:
                     "samples_per_s": n / median,
                     "ratio": ratio,
                     "ratio_iqr": (r1, r3),
+                    "vs_trl": self.speedup(TRL, config) if TRL in self.steps else None,
                     "policy_tokens": c.policy_tokens / n,
                     "reference_tokens": c.reference_tokens / n,
                     "minimum_tokens": minimum_tokens(self.batch) / n,
@@ -467,18 +502,36 @@ class LossBench:
         return out
 
 
+def check_trl_parity(step: bench_trl.TRLStep, batch: PreferenceBatch) -> None:
+    """Print TRL's step against ours on the same batch; exit unless both first losses are log 2."""
+    check = bench_trl.parity(step, batch)
+    print(
+        f"[TRL parity on the {TRL_LOSS} batch: first loss (LoRA B = 0) TRL {check.first_losses[0]:.7f}, mmpo "
+        f"{check.first_losses[1]:.7f}, log 2 = {math.log(2):.7f}; with the benchmark's adapter: loss TRL "
+        f"{check.losses[0]:.7f}, mmpo {check.losses[1]:.7f}, per-branch log-probs (policy and reference, "
+        f"chosen and rejected) max |TRL - mmpo naive| = {check.max_logp_difference:.1e}]",
+        flush=True,
+    )
+    if any(abs(loss - math.log(2)) > LOG2_TOLERANCE for loss in check.first_losses):
+        raise SystemExit(f"TRL parity failed: a first loss differs from log 2 by more than {LOG2_TOLERANCE}")
+
+
 def run_benchmark(
-    args: argparse.Namespace, argv: list[str], policy: torch.nn.Module, cache_dir: str
+    args: argparse.Namespace, argv: list[str], policy: torch.nn.Module, cache_dir: str, with_trl: bool
 ) -> list[dict]:
-    """Timing of every loss, then the counts, then memory in child processes (none runs during timing)."""
+    """Timing of every loss (TRL's step beside DPO's configurations when ``with_trl``), then the counts,
+    then memory in child processes (none runs during timing)."""
     benches = []
     for name in args.losses.split(","):
         loss = LOSS_FACTORIES[name]()
         batch = synthetic_batch(args, loss.requirements.branches)
+        configs = (*CONFIGS, TRL) if with_trl and name == TRL_LOSS else CONFIGS
         steps = {
             c: make_step(policy, loss, *c, batch, os.path.join(cache_dir, f"{name}_{c[0]}_{c[1]}"))
-            for c in CONFIGS
+            for c in configs
         }
+        if TRL in steps:
+            check_trl_parity(steps[TRL], batch)
         started = time.perf_counter()
         bench = LossBench(
             name, batch, steps, times=time_configs(policy, steps, batch, args.warmup, args.repeats)
@@ -487,11 +540,11 @@ def run_benchmark(
         benches.append(bench)
     for bench in benches:
         bench.counts = {
-            c: count_step(policy, bench.steps[c], bench.batch, not args.skip_flops) for c in CONFIGS
+            c: count_step(policy, bench.steps[c], bench.batch, not args.skip_flops) for c in bench.steps
         }
     if not args.skip_memory:
         for bench in benches:
-            bench.peaks = {c: measure_memory(argv, bench.name, c) for c in CONFIGS}
+            bench.peaks = {c: measure_memory(argv, bench.name, c) for c in bench.steps}
     return [r for bench in benches for r in bench.results()]
 
 
@@ -505,21 +558,25 @@ def ideal_ratio(result: dict, baseline: dict) -> float:
 
 
 def report(args, results: list[dict]) -> None:
-    print("\n## Time and memory (same run, same batches; ratios against batched + live ref)\n")
     print(
-        "| loss | config | step s (IQR) | samples/s | x batched (IQR) | ideal x (7B work model) "
+        "\n## Time and memory (same run, same batches; ratios against batched + live ref, and against TRL's "
+        f"DPOTrainer step for {TRL_LOSS})\n"
+    )
+    print(
+        "| loss | config | step s (IQR) | samples/s | x batched (IQR) | vs TRL x (IQR) | ideal x (7B work model) "
         "| achieved / ideal | peak MiB | x batched mem |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     by_loss: dict[str, dict] = {}
     for r in results:
         base = by_loss.setdefault(r["loss"], r)  # the baseline comes first
         memory = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         mem_ratio = "n/a" if r["peak_mib"] is None else f"{r['peak_mib'] / base['peak_mib']:.2f}"
+        vs_trl = "n/a" if r["vs_trl"] is None else "{1:.2f} ({0:.2f}-{2:.2f})".format(*r["vs_trl"])
         print(
             f"| {r['loss']} | {label(r['config'])} | {r['median_s']:.2f} ({r['iqr_s'][0]:.2f}-{r['iqr_s'][1]:.2f}) "
             f"| {r['samples_per_s']:.3f} | {r['ratio']:.2f} ({r['ratio_iqr'][0]:.2f}-{r['ratio_iqr'][1]:.2f}) "
-            f"| {ideal_ratio(r, base):.2f} | {r['ratio'] / ideal_ratio(r, base):.2f} | {memory} | {mem_ratio} |"
+            f"| {vs_trl} | {ideal_ratio(r, base):.2f} | {r['ratio'] / ideal_ratio(r, base):.2f} | {memory} | {mem_ratio} |"
         )
     print("\n## Hardware-independent counts per step (tokens per sample; FLOPs fwd+bwd of the whole step)\n")
     print(
@@ -528,12 +585,14 @@ def report(args, results: list[dict]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        base = by_loss[r["loss"]]
-        flop_text = f"{r['flops'] / 1e9:.0f} ({r['head_flops'] / 1e9:.0f})"
+        fused = r["config"] == TRL  # TRL's fused LM head reads lm_head.weight: the head hooks never fire
+        head_rows, head_flops = (
+            ("fused", "fused") if fused else (r["head_rows"], f"{r['head_flops'] / 1e9:.0f}")
+        )
         print(
             f"| {r['loss']} | {label(r['config'])} | {r['policy_tokens']:.0f} + {r['reference_tokens']:.0f} "
             f"| {r['minimum_tokens']:.0f} | {r['policy_tokens'] / r['minimum_tokens']:.3f} "
-            f"| {r['vision'][0]} ({r['vision'][1]}) | {r['head_rows']} | {flop_text} |"
+            f"| {r['vision'][0]} ({r['vision'][1]}) | {head_rows} | {r['flops'] / 1e9:.0f} ({head_flops}) |"
         )
     print(
         "\npeak MiB: growth of peak RSS over one step (VmHWM reset by /proc/self/clear_refs) after a warm-up "
@@ -567,6 +626,8 @@ def report(args, results: list[dict]) -> None:
                 0,
                 f"samples/s x{best['ratio']:.2f} (target >= {target}) {'met' if best['ratio'] >= target else 'MISSED'}",
             )
+        if best["vs_trl"] is not None:
+            lines.insert(1, f"samples/s x{best['vs_trl'][1]:.2f} over TRL's DPOTrainer step")
         if best["peak_mib"] is not None:
             ratio = best["peak_mib"] / base["peak_mib"]
             lines.append(
@@ -601,9 +662,12 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in args.losses.split(",") if name not in LOSS_FACTORIES]
     if unknown:
         raise SystemExit(f"--losses: {unknown} not benchmarked; allowed: {sorted(LOSS_FACTORIES)}")
+    trl_missing = bench_trl.unavailable()
+    if trl_missing:
+        print(f"TRL column skipped: {trl_missing}")
     policy = build_policy(args)
     with tempfile.TemporaryDirectory() as cache_dir:
-        results = run_benchmark(args, argv, policy, cache_dir)
+        results = run_benchmark(args, argv, policy, cache_dir, with_trl=trl_missing is None)
     report(args, results)
 
 
