@@ -65,7 +65,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from omegaconf import OmegaConf
@@ -101,6 +101,9 @@ CONFIGS: tuple[tuple[str, str], ...] = (
     ("batched", "precomputed"),
     ("shared_prefix", "precomputed"),
 )
+PACKED = "packed"
+"""``--token-budget N``: shared_prefix with the groups of the batch's records packed into rows of at most N
+tokens (``data.token_budget``), the configuration ``(packed, precomputed)``."""
 TRL = ("trl", "live")
 """TRL's ``DPOTrainer`` step (:mod:`bench_trl`), timed beside the configurations of the ``dpo`` loss."""
 TRL_LOSS = "dpo"
@@ -133,6 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--jitter", type=int, default=10, help="response lengths are uniform in +-jitter")
     size.add_argument("--batch-size", type=int, default=1)
     size.add_argument("--lora-r", type=int, default=8)
+    size.add_argument("--token-budget", type=int, help="add a packed shared_prefix configuration (PACKED)")
     size.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
     run = parser.add_argument_group("measurement")
     run.add_argument("--losses", default="dpo,mdpo,misp")
@@ -274,13 +278,14 @@ def synthetic_batch(args: argparse.Namespace, branches: tuple[Branch, ...], seed
 
 
 def minimum_tokens(batch: PreferenceBatch) -> int:
-    """Prefix once per (image, prompt) group plus each response once: sum_groups (P + sum_j n_j)."""
+    """The least token positions a forward needs: each (image, prompt) group's prefix once, each response
+    once but its last token (nothing is predicted from it), ``sum_groups P + sum_j (n_j - 1)``."""
     total = 0
     for record in range(len(batch)):
         seen = set()
         for branch, rows in batch.rows.items():
             is_response = rows.labels[record] != IGNORE_INDEX
-            total += int(is_response.sum())
+            total += int(is_response.sum()) - 1
             if (branch.image, branch.k, branch.context) not in seen:
                 seen.add((branch.image, branch.k, branch.context))
                 total += int(is_response.int().argmax())
@@ -308,9 +313,11 @@ def make_step(
     cache_dir: str,
 ) -> PreferenceModule | bench_trl.TRLStep:
     """The module of ``mode`` and ``reference``; ``reference=precomputed`` reads a cache that the live
-    adapters-off reference filled beforehand; :data:`TRL` is TRL's trainer step (``cache_dir`` its output)."""
+    adapters-off reference filled beforehand; :data:`TRL` is TRL's trainer step (``cache_dir`` its output);
+    :data:`PACKED` is the shared_prefix engine (the packing is the batch's, :func:`batch_of`)."""
     if (mode, reference) == TRL:
         return bench_trl.build_trl_step(policy, batch, loss.beta, cache_dir)
+    mode = "shared_prefix" if mode == PACKED else mode
     if reference == "live":
         return PreferenceModule(policy, loss, {"strategy": "adapter_off"}, {}, mode)
     module = PreferenceModule(policy, loss, {"strategy": "precomputed"}, {}, mode)
@@ -323,6 +330,11 @@ def make_step(
     cache.add("train", batch.ids, live.logps(policy, batch), batch.epoch)
     module.reference.cache = cache
     return module
+
+
+def batch_of(config: tuple[str, str], batch: PreferenceBatch, args: argparse.Namespace) -> PreferenceBatch:
+    """The batch a configuration steps on: :data:`PACKED` packs rows up to ``--token-budget`` tokens."""
+    return replace(batch, token_budget=args.token_budget) if config[0] == PACKED else batch
 
 
 # ---- hardware-independent counts -------------------------------------------------------------------
@@ -409,7 +421,7 @@ def memory_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     policy = build_policy(args)
     loss = LOSS_FACTORIES[name]()
-    batch = synthetic_batch(args, loss.requirements.branches)
+    batch = batch_of((mode, reference), synthetic_batch(args, loss.requirements.branches), args)
     with tempfile.TemporaryDirectory() as cache_dir:
         step = make_step(policy, loss, mode, reference, batch, cache_dir)
         run_step(step, batch)
@@ -426,9 +438,8 @@ def measure_memory(argv: list[str], name: str, config: tuple[str, str]) -> float
 
 # ---- timing ----------------------------------------------------------------------------------------
 def time_configs(
-    policy,
     steps: dict[tuple[str, str], PreferenceModule | bench_trl.TRLStep],
-    batch,
+    batches: dict[tuple[str, str], PreferenceBatch],
     warmup: int,
     repeats: int,
 ) -> dict[tuple[str, str], list[float]]:
@@ -439,7 +450,7 @@ def time_configs(
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             start = time.perf_counter()
-            run_step(steps[name], batch)
+            run_step(steps[name], batches[name])
             elapsed = time.perf_counter() - start
             if round_ >= warmup:
                 times[name].append(elapsed)
@@ -463,6 +474,9 @@ class LossBench:
 
     name: str
     batch: PreferenceBatch
+    """Unpacked: the records and branches every configuration steps on."""
+    batches: dict[tuple[str, str], PreferenceBatch]
+    """What each configuration steps on (:func:`batch_of`)."""
     steps: dict[tuple[str, str], PreferenceModule | bench_trl.TRLStep]
     times: dict[tuple[str, str], list[float]] | None = None
     counts: dict[tuple[str, str], Counts] | None = None
@@ -525,22 +539,24 @@ def run_benchmark(
     for name in args.losses.split(","):
         loss = LOSS_FACTORIES[name]()
         batch = synthetic_batch(args, loss.requirements.branches)
-        configs = (*CONFIGS, TRL) if with_trl and name == TRL_LOSS else CONFIGS
+        configs = CONFIGS + (((PACKED, "precomputed"),) if args.token_budget else ())
+        configs += (TRL,) if with_trl and name == TRL_LOSS else ()
+        batches = {c: batch_of(c, batch, args) for c in configs}
         steps = {
-            c: make_step(policy, loss, *c, batch, os.path.join(cache_dir, f"{name}_{c[0]}_{c[1]}"))
+            c: make_step(policy, loss, *c, batches[c], os.path.join(cache_dir, f"{name}_{c[0]}_{c[1]}"))
             for c in configs
         }
         if TRL in steps:
             check_trl_parity(steps[TRL], batch)
         started = time.perf_counter()
         bench = LossBench(
-            name, batch, steps, times=time_configs(policy, steps, batch, args.warmup, args.repeats)
+            name, batch, batches, steps, times=time_configs(steps, batches, args.warmup, args.repeats)
         )
         print(f"[{name}: timed in {time.perf_counter() - started:.0f} s]", flush=True)
         benches.append(bench)
     for bench in benches:
         bench.counts = {
-            c: count_step(policy, bench.steps[c], bench.batch, not args.skip_flops) for c in bench.steps
+            c: count_step(policy, bench.steps[c], bench.batches[c], not args.skip_flops) for c in bench.steps
         }
     if not args.skip_memory:
         for bench in benches:
@@ -600,17 +616,15 @@ def report(args, results: list[dict]) -> None:
     )
     if "dpo" in by_loss and len(by_loss) > 1:
         print("\n## Step time relative to DPO's in the same configuration (median step s, ratio)\n")
-        dpo = {r["config"]: r["median_s"] for r in results if r["loss"] == "dpo"}
-        print("| loss | " + " | ".join(label(c) for c in CONFIGS) + " |")
-        print("|---|" + "---|" * len(CONFIGS))
+        dpo = {r["config"]: r["median_s"] for r in results if r["loss"] == "dpo" and r["config"] != TRL}
+        print("| loss | " + " | ".join(label(c) for c in dpo) + " |")
+        print("|---|" + "---|" * len(dpo))
         for loss_name in by_loss:
             if loss_name != "dpo":
-                cells = [
-                    f"{r['median_s']:.2f} (x{r['median_s'] / dpo[r['config']]:.2f})"
-                    for r in results
-                    if r["loss"] == loss_name
-                ]
+                own = {r["config"]: r["median_s"] for r in results if r["loss"] == loss_name}
+                cells = [f"{own[c]:.2f} (x{own[c] / dpo[c]:.2f})" for c in dpo]
                 print(f"| {loss_name} | " + " | ".join(cells) + " |")
+    negative_cost(args, results)
     print("\n## Targets (shared_prefix + precomputed ref against batched + live ref)\n")
     for loss_name, base in by_loss.items():
         best = next(
@@ -640,6 +654,33 @@ def report(args, results: list[dict]) -> None:
             f"{'met' if abs(excess) <= TOKEN_TOLERANCE else 'MISSED'}"
         )
         print(f"- {loss_name}: " + "; ".join(lines))
+
+
+def negative_cost(args: argparse.Namespace, results: list[dict]) -> None:
+    """What one more negative image costs (MISP-DPO, K = 1 -> 5, shared_prefix + precomputed): per extra
+    image the policy forward should grow by one prefix plus one response, ``P + n`` token positions, one
+    image, and no vision call, never by a whole extra sample."""
+    by_k = {
+        k: next(
+            (r for r in results if r["loss"] == name and r["config"] == ("shared_prefix", "precomputed")),
+            None,
+        )
+        for k, name in ((1, "misp_k1"), (5, "misp_k5"))
+    }
+    if None in by_k.values():
+        return
+    low, high = by_k[1], by_k[5]
+    per_image = (high["policy_tokens"] - low["policy_tokens"]) / 4
+    prefix_and_response = 1 + args.prompt_text + (args.image_size // 14) ** 2 + args.response - 1
+    print(
+        "\n## One more negative image (MISP-DPO, K = 1 -> 5, shared_prefix + precomputed ref)\n\n"
+        f"- LLM tokens/sample per extra image {per_image:.0f}, one prefix + one response = {prefix_and_response} "
+        f"(x{per_image / prefix_and_response:.2f}); a whole extra DPO sample under batched + live ref: "
+        f"{next(r for r in results if r['loss'] == 'dpo' and r['config'] == BASELINE)['policy_tokens']:.0f}\n"
+        f"- vision calls {low['vision'][0]} -> {high['vision'][0]}, images {low['vision'][1]} -> {high['vision'][1]}"
+        f"\n- step s {low['median_s']:.2f} -> {high['median_s']:.2f}: "
+        f"{(high['median_s'] - low['median_s']) / 4:.2f} s per extra image"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
