@@ -66,8 +66,8 @@ format: install ## Apply ruff fixes and formatting
 
 bench: install ## Step benchmark, both proxies (LLaVA-1.5-7B-proportioned, 7B-shaped), TRL's step beside DPO's
 	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py --proxy default --losses dpo,mdpo $(ARGS)
-	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py --proxy 7b-shaped --losses dpo,mdpo,mcm_dpo,misp_k1,misp,misp_k5 $(ARGS)
-	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py --proxy 7b-shaped --losses mdpo --batch-size 4 --token-budget 4096 $(ARGS)
+	OMP_NUM_THREADS=2 $(PY) scripts/bench_step.py --proxy 7b-shaped --losses dpo,mdpo,mcm_dpo,misp_k1,misp,misp_k5 \
+		--skip-naive --token-budget 4096 $(ARGS)
 
 eval: install nltk-data ## Benchmark a run: ARGS="run=outputs/<run>/<time> benchmark=[shapes_pope,shapes_chair]"
 	$(PY) evaluate.py $(ARGS)

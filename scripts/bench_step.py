@@ -140,6 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
     run = parser.add_argument_group("measurement")
     run.add_argument("--losses", default="dpo,mdpo,misp")
+    run.add_argument(
+        "--skip-naive", action="store_true", help="leave out naive + live (the tests' ground truth)"
+    )
     run.add_argument("--warmup", type=int, default=2)
     run.add_argument("--repeats", type=int, default=10)
     run.add_argument("--threads", type=int, default=2)
@@ -539,7 +542,8 @@ def run_benchmark(
     for name in args.losses.split(","):
         loss = LOSS_FACTORIES[name]()
         batch = synthetic_batch(args, loss.requirements.branches)
-        configs = CONFIGS + (((PACKED, "precomputed"),) if args.token_budget else ())
+        configs = tuple(c for c in CONFIGS if not (args.skip_naive and c[0] == "naive"))
+        configs += ((PACKED, "precomputed"),) if args.token_budget else ()
         configs += (TRL,) if with_trl and name == TRL_LOSS else ()
         batches = {c: batch_of(c, batch, args) for c in configs}
         steps = {
