@@ -211,11 +211,24 @@ def unused_parameters(*, _root_: DictConfig) -> bool:
     return bool(trainable_vision and data.image == "none")
 
 
+def world_size(*, _root_: DictConfig) -> int:
+    """The processes of the run, ``trainer.num_nodes`` x ``trainer.devices`` (``-1`` / ``auto`` on GPUs:
+    every visible one): ModelParallelStrategy's ``data_parallel_size`` when FSDP2 shards over all of them."""
+    import torch
+
+    from mmpo.sweeps import processes_per_node
+
+    trainer = _root_.trainer
+    per_node = processes_per_node(trainer)
+    return int(trainer.get("num_nodes", 1)) * (torch.cuda.device_count() if per_node is None else per_node)
+
+
 def register_resolvers() -> None:
     """``${cwd:}`` (the working directory), ``${unique:}`` (:func:`unique_id`, fixed for the process's
-    config), ``${run_tag:}`` and ``${choice:<group>}``."""
+    config), ``${run_tag:}``, ``${choice:<group>}``, ``${unused_parameters:}`` and ``${world_size:}``."""
     OmegaConf.register_new_resolver("choice", choice, replace=True)
     OmegaConf.register_new_resolver("unused_parameters", unused_parameters, replace=True)
+    OmegaConf.register_new_resolver("world_size", world_size, replace=True)
     OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("unique", unique_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmpo.bases import BaseBuildError, resolve_init_from
 from mmpo.config import CONF_DIR, ConfigError, check, module_class
 from mmpo.loggers import continue_wandb_run, finish_wandb_runs, wandb_mode
+from mmpo.models.sharding import sharding_problems
 from mmpo.modules.base import TrainingDiverged, TrainingModule
 
 REQUEUE_COUNT = "SLURM_RESTART_COUNT"  # set by SLURM in a requeued job: how often it was requeued
@@ -163,7 +164,7 @@ def check_run(cfg: DictConfig) -> type[TrainingModule]:
     kind = module_class(cfg)
     if not (isinstance(kind, type) and issubclass(kind, TrainingModule)):
         raise ConfigError(f"module._target_={cfg.module._target_!r} is not a mmpo.modules.TrainingModule")
-    check(cfg, kind.problems, trainer_problems)
+    check(cfg, kind.problems, trainer_problems, lambda c: sharding_problems(c, kind.shards))
     return kind
 
 
@@ -224,9 +225,9 @@ def run(cfg: DictConfig) -> float | None:
             if module.validated_at_step != trainer.global_step and trainer.limit_val_batches:
                 trainer.validate(module, datamodule=datamodule, verbose=False)  # max_steps ended mid-epoch
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if not isinstance(stopped, TrainingDiverged):
+            module.save(out, datamodule)  # every rank: sharded weights are gathered; global rank zero writes
         if trainer.is_global_zero:
-            if not isinstance(stopped, TrainingDiverged):
-                module.save(out, datamodule)
             if module.skipped_steps:
                 (out / "skipped_steps.json").write_text(json.dumps(module.skipped_steps, indent=1))
                 choices["skipped_steps"] = str(len(module.skipped_steps))

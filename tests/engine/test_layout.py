@@ -101,18 +101,28 @@ def test_mask_prompt_causal_branches_isolated_padding_self():
         attention_mask(segments, documents, "flash_attention_2", torch.float32)
 
 
-def test_rows_of_very_different_lengths_never_pad_each_other():
-    def calls(lengths: list[int]) -> list[list[int]]:
-        segments = torch.tensor([[0] * n + [-1] * (max(lengths) - n) for n in lengths])
-        empty = torch.zeros(0, dtype=torch.long)
-        layout = Layout(
-            segments, segments[None], segments, segments, [[]] * len(lengths), empty, empty, empty, []
-        )
-        return [call.tolist() for call in layout.decoder_calls(max_padding=0.05)]
+def decoder_calls(lengths: list[int], at_most: int | None = None) -> list[list[int]]:
+    """The decoder calls of rows of ``lengths`` tokens, with a 5% padding bound."""
+    segments = torch.tensor([[0] * n + [-1] * (max(lengths) - n) for n in lengths])
+    empty = torch.zeros(0, dtype=torch.long)
+    layout = Layout(
+        segments, segments[None], segments, segments, [[]] * len(lengths), empty, empty, empty, []
+    )
+    return [call.tolist() for call in layout.decoder_calls(max_padding=0.05, at_most=at_most)]
 
-    assert calls([844, 745]) == [[0], [1]]  # mDPO, one record: the corrupted row lacks a response
-    assert calls([844, 745, 851, 750]) == [[2, 0], [3, 1]]  # two records: similar rows share a call
-    assert calls([100, 100, 100]) == [[0, 1, 2]]
+
+def test_rows_of_very_different_lengths_never_pad_each_other():
+    assert decoder_calls([844, 745]) == [[0], [1]]  # mDPO, one record: the corrupted row lacks a response
+    assert decoder_calls([844, 745, 851, 750]) == [[2, 0], [3, 1]]  # two records: similar rows share a call
+    assert decoder_calls([100, 100, 100]) == [[0, 1, 2]]
+
+
+def test_at_most_n_calls_put_the_shortest_rows_into_the_last_one():
+    """A sharded decoder runs the same number of calls on every rank: the fewest any rank has."""
+    assert decoder_calls([100, 50, 20, 10]) == [[0], [1], [2], [3]]
+    assert decoder_calls([100, 50, 20, 10], at_most=2) == [[0], [1, 2, 3]]
+    assert decoder_calls([100, 50, 20, 10], at_most=1) == [[0, 1, 2, 3]]
+    assert decoder_calls([844, 745, 851, 750], at_most=4) == [[2, 0], [3, 1]]
 
 
 def test_unsupported_family_names_the_option_and_the_allowed_values():

@@ -5,4 +5,7 @@ from mmpo.callbacks.generations import LogGenerations
 from mmpo.callbacks.interrupt import SaveOnInterrupt
 from mmpo.callbacks.log_config import LogConfig
 
-__all__ = ["BenchmarkCallback", "LogConfig", "LogGenerations", "SaveOnInterrupt"]
+GENERATE_ON_RANK_ZERO = (BenchmarkCallback, LogGenerations)
+"""The callbacks that run the policy on the global-zero process only (the other ranks wait)."""
+
+__all__ = ["GENERATE_ON_RANK_ZERO", "BenchmarkCallback", "LogConfig", "LogGenerations", "SaveOnInterrupt"]

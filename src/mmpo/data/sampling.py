@@ -68,26 +68,40 @@ class EpochSampler(Sampler[int]):
 def epoch_sampler(
     length: int, shuffle: bool, seed: int, batch_size: int, resume: tuple[int, int] | None = None
 ) -> EpochSampler:
-    """The sampler of a data loader; ``resume = (epoch, batches)``: that epoch continues after its first
-    ``batches`` batches (a checkpoint saved mid-epoch; one saved at an epoch's end starts the next)."""
+    """The sampler of a data loader; ``resume = (epoch, batches)``: :func:`resume_after`."""
     sampler = EpochSampler(length, shuffle, seed)
-    if resume is not None and resume[1] * batch_size < len(sampler):
-        sampler.resume_at(resume[0], resume[1] * batch_size)
+    if resume is not None:
+        resume_after(sampler, resume, batch_size)
     return sampler
+
+
+def resume_after(sampler: EpochSampler, resume: tuple[int, int], batch_size: int) -> None:
+    """``resume = (epoch, batches)``: that epoch continues after its first ``batches`` batches (a checkpoint
+    saved mid-epoch; one saved at an epoch's end starts the next)."""
+    if resume[1] * batch_size < len(sampler):
+        sampler.resume_at(resume[0], resume[1] * batch_size)
 
 
 class ResumableTrainOrder:
     """A data module's training order that resumes mid-epoch: ``resume_at`` (called from the checkpoint
-    by :class:`mmpo.modules.base.TrainingModule`) makes the next training loader start where the
-    checkpoint stopped. The module provides ``datasets``, ``seed`` and ``cfg.batch_size``."""
+    by :class:`mmpo.modules.base.TrainingModule`) makes the training loader start where the checkpoint
+    stopped. The module provides ``datasets``, ``seed`` and ``cfg.batch_size``."""
 
     _resume: tuple[int, int] | None = None
+    _train_sampler: EpochSampler | None = None
 
     def resume_at(self, epoch: int, batches: int) -> None:
         """Continue training after the first ``batches`` batches of ``epoch`` (a checkpoint saved mid-epoch;
-        a checkpoint of a finished epoch starts the next one from its first batch, as Lightning does)."""
+        a checkpoint of a finished epoch starts the next one from its first batch, as Lightning does). A
+        training loader made before the checkpoint was read (ModelParallelStrategy restores it after
+        ``configure_optimizers`` has counted the training batches) resumes too."""
         self._resume = (epoch, batches)
+        if self._train_sampler is not None:
+            resume_after(self._train_sampler, self._resume, self.cfg.batch_size)
 
     def sampler_of(self, split: str, shuffle: bool) -> EpochSampler:
         resume = self._resume if split == "train" else None
-        return epoch_sampler(len(self.datasets[split]), shuffle, self.seed, self.cfg.batch_size, resume)
+        sampler = epoch_sampler(len(self.datasets[split]), shuffle, self.seed, self.cfg.batch_size, resume)
+        if split == "train":
+            self._train_sampler = sampler
+        return sampler

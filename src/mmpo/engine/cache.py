@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from mmpo.branches import Branch, LogProbs
 from mmpo.models import weight_files
@@ -87,7 +88,8 @@ def _base_name(name: str) -> str:
 
 def weights_digest(model: nn.Module) -> str:
     """Hash of every parameter and buffer of ``model`` (name, dtype, shape, bytes), LoRA and peft
-    ``modules_to_save`` copies excluded: the weights the reference sees with adapters off."""
+    ``modules_to_save`` copies excluded: the weights the reference sees with adapters off. A sharded
+    (FSDP2) weight is hashed whole (gathered: every rank calls this)."""
     h = hashlib.blake2b(digest_size=16)
     state = {
         _base_name(n): t
@@ -95,7 +97,8 @@ def weights_digest(model: nn.Module) -> str:
         if "lora_" not in n and "modules_to_save." not in n
     }
     for name, tensor in sorted(state.items()):
-        flat = tensor.detach().reshape(-1).contiguous().cpu()
+        whole = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        flat = whole.detach().reshape(-1).contiguous().cpu()
         h.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
         h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -108,7 +108,7 @@ class Layout:
         """[G] tokens of each packed row, padding excluded."""
         return (self.segments >= 0).sum(-1)
 
-    def decoder_calls(self, max_padding: float | None = None) -> list[Tensor]:
+    def decoder_calls(self, max_padding: float | None = None, at_most: int | None = None) -> list[Tensor]:
         """Row indices of each decoder call. Rows sorted by length, longest first; a row joins the current
         call when its padding to the call's longest row stays within ``max_padding`` of that row,
 
@@ -116,7 +116,8 @@ class Layout:
 
         otherwise it opens the next call. Rows of very different lengths (mDPO: the corrupted-image row
         lacks the rejected response) never pad each other; rows of similar lengths share one call.
-        ``max_padding`` defaults to :attr:`max_padding`."""
+        ``max_padding`` defaults to :attr:`max_padding`; with ``at_most`` calls the shortest rows beyond
+        them share the last one (a sharded decoder runs the same number of calls on every rank)."""
         max_padding = self.max_padding if max_padding is None else max_padding
         lengths = self.lengths.tolist()
         calls: list[list[int]] = []
@@ -125,6 +126,8 @@ class Layout:
                 calls[-1].append(row)
             else:
                 calls.append([row])
+        if at_most is not None and len(calls) > at_most:
+            calls[at_most - 1 :] = [[row for call in calls[at_most - 1 :] for row in call]]
         return [torch.tensor(call, device=self.segments.device) for call in calls]
 
 

@@ -8,7 +8,8 @@ through the data module's interface (``record_ids``, ``branches_of``, ``batches`
 
 Under ``torch.distributed`` with world size W > 1 (every rank must call it), rank r scores the missing
 records ``[r::W]`` of each split, then the ranks exchange their new entries, so every rank ends with the
-full cache.
+full cache. A sharded (FSDP2) model scores every record on every rank instead: each of its forwards is a
+collective of all ranks.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ def precompute(
     epoch: int,
     todo: dict[str, list[int]],
     device: torch.device,
+    share: bool = True,
 ) -> None:
-    """Score the records ``todo[split]`` (this rank's share of them) and add them to ``cache``."""
-    rank, world = rank_and_world()
+    """Score the records ``todo[split]`` (this rank's share of them, or all of them without ``share``: a
+    sharded model's forward needs every rank) and add them to ``cache``."""
+    rank, world = rank_and_world() if share else (0, 1)
     known = set(cache.entries)
     for split in SPLITS:
         mine = todo[split][rank::world]

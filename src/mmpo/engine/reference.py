@@ -1,7 +1,7 @@
 """Reference strategies: where the reference log-probs of a batch come from, one small class each.
 
 - ``adapter_off``: the policy with its LoRA adapters disabled (no extra memory; the mDPO/TRL default).
-- ``copy``: a frozen copy of the initial policy (full fine-tuning).
+- ``copy``: a frozen copy of the initial policy (full fine-tuning); sharded like the policy under FSDP2.
 - ``precomputed``: read from a cache that one no-grad pass of the same engine wrote before fit
   (:mod:`mmpo.engine.precompute`, :mod:`mmpo.engine.cache`); no reference forward during training. The pass
   scores the train and val data with the policy's adapters off (LoRA) or with the initial weights (full
@@ -31,6 +31,7 @@ from mmpo.engine.cache import CACHE_DIR, ReferenceCache, ReferenceCacheError, fi
 from mmpo.engine.forward import branch_logps, branch_token_logps
 from mmpo.engine.precompute import missing_records, precompute
 from mmpo.engine.vision import ImageFeatures
+from mmpo.models.sharding import is_sharded, shard
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class ReferenceStrategy:
     def to(self, device) -> ReferenceStrategy:
         return self
 
+    def shard(self, mesh, precision: str) -> None:
+        """Under FSDP2 (:mod:`mmpo.models.sharding`): shard the reference's own model, if it has one."""
+
 
 class NoReference(ReferenceStrategy):
     name = "none"
@@ -149,6 +153,11 @@ class FrozenCopy(ReferenceStrategy):
     def to(self, device) -> FrozenCopy:
         self.frozen.to(device)
         return self
+
+    def shard(self, mesh, precision: str) -> None:
+        """Inference-only FSDP2: the copy's weights stay sharded except inside a unit's forward (FSDP's
+        counterpart of MCM-DPO's ZeRO-3 inference engine for its reference)."""
+        shard(self.frozen, mesh, precision)
 
 
 class Precomputed(ReferenceStrategy):
@@ -248,7 +257,15 @@ class Precomputed(ReferenceStrategy):
                 "reference=copy"
             )
         device = next(policy.parameters()).device
-        precompute(self.cache, lambda batch: self.score(policy, batch), datamodule, epoch, todo, device)
+        precompute(
+            self.cache,
+            lambda batch: self.score(policy, batch),
+            datamodule,
+            epoch,
+            todo,
+            device,
+            share=not is_sharded(policy),
+        )
         self._prepared = True
         if write:
             self.cache.save()

@@ -25,6 +25,7 @@ from mmpo.engine.chunked import CHUNK_ROWS, response_token_logps
 from mmpo.engine.layout import Layout, attention_mask, build_layout
 from mmpo.engine.vision import ImageFeatures
 from mmpo.models.families import family_of
+from mmpo.models.sharding import agreed_count
 
 
 def embed(model: nn.Module, layout: Layout, features: ImageFeatures) -> Tensor:
@@ -46,7 +47,8 @@ def embed(model: nn.Module, layout: Layout, features: ImageFeatures) -> Tensor:
 
 def decode(model: nn.Module, layout: Layout, embeds: Tensor) -> Tensor:
     """Final hidden states ``[M, hidden]`` at :attr:`Layout.sources`: one decoder call per length bucket
-    (:meth:`Layout.decoder_calls`), each row cut to the bucket's longest row."""
+    (:meth:`Layout.decoder_calls`), each row cut to the bucket's longest row; a sharded decoder runs the
+    fewest buckets of any rank on every rank (:func:`~mmpo.models.sharding.agreed_count`)."""
     axes = family_of(model).position_axes
     decoder = model.get_decoder()
     implementation = decoder.config._attn_implementation
@@ -54,7 +56,8 @@ def decode(model: nn.Module, layout: Layout, embeds: Tensor) -> Tensor:
     source_rows, source_columns = layout.sources // width, layout.sources % width
     local_row = torch.empty(layout.segments.shape[0], dtype=torch.long, device=embeds.device)
     parts, order = [], []
-    for rows in layout.decoder_calls():
+    buckets = len(layout.decoder_calls())
+    for rows in layout.decoder_calls(at_most=agreed_count(buckets, decoder, "min")):
         length = int(layout.lengths[rows[0]])
         positions = layout.positions[:, rows, :length]
         out = decoder(

@@ -24,7 +24,10 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from omegaconf import DictConfig
+from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
+
+from mmpo.models.sharding import full_state_dict, is_sharded, save_gathered
 
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 """``optim.scheduler``: the learning-rate schedule after the linear warm-up."""
@@ -62,9 +65,12 @@ class TrainingModule(L.LightningModule):
     kind: ClassVar[str]
     benchmark_kinds: ClassVar[tuple[str, ...]] = ()
     summary_metrics: ClassVar[tuple[str, ...]] = ("train/loss_epoch", "val/loss")
+    shards: ClassVar[bool] = False
+    """Whether ``configure_model`` applies FSDP2 under ``ModelParallelStrategy`` (:mod:`mmpo.models.sharding`)."""
 
     def __init__(self, optim: DictConfig | dict):
         super().__init__()
+        self.strict_loading = False  # checkpoints hold the trainable weights only (state_dict)
         self.optim = optim
         self.batch_ids: list[str] = []
         """The record ids of the batch being trained on (named when training diverges)."""
@@ -82,6 +88,7 @@ class TrainingModule(L.LightningModule):
         raise NotImplementedError
 
     def save(self, out: Path, datamodule: L.LightningDataModule) -> None:
+        """Called on every rank (gathering sharded weights is a collective); global rank zero writes."""
         raise NotImplementedError
 
     @classmethod
@@ -92,6 +99,20 @@ class TrainingModule(L.LightningModule):
 
     def evaluation_handle(self, batch_size: int, progress: bool = False) -> Any:
         raise NotImplementedError
+
+    def save_pretrained(self, model: torch.nn.Module, processor, target: Path) -> None:
+        """``model`` (peft: its adapter) and ``processor`` in Hugging Face layout at ``target``, written by
+        global rank zero; a sharded model's full weights are gathered first (every rank calls this). A
+        non-finite trainable weight stops the run instead."""
+        if not finite_trainable_weights(model):
+            self.diverged("a trainable weight is non-finite")
+        weights = full_state_dict(model) if is_sharded(model) else None
+        if self.trainer.is_global_zero:
+            if weights is None:
+                model.save_pretrained(target)
+            else:
+                save_gathered(model, weights, target)
+            processor.save_pretrained(target)
 
     def describe(self) -> dict[str, str]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -125,6 +146,8 @@ class TrainingModule(L.LightningModule):
             if params
             else torch.zeros((), device=self.device)
         )
+        if isinstance(norm, DTensor):  # sharded gradients (FSDP2): the norm of the full gradient
+            norm = norm.full_tensor()
         if not torch.isfinite(norm):
             self.nonfinite(f"the gradient norm is {norm.item()}")
             for p in params:  # the optimizer skips parameters without a gradient: no update, no moment change

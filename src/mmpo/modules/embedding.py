@@ -45,7 +45,7 @@ from mmpo.embedding.objective import CandidateSet
 from mmpo.embedding.questions import QUESTIONS, QuestionScorer
 from mmpo.losses import Loss, build_loss
 from mmpo.models.loading import load_model, model_problems
-from mmpo.modules.base import TrainingModule, build_from, finite_trainable_weights, optim_problems
+from mmpo.modules.base import TrainingModule, build_from, optim_problems
 from mmpo.modules.preference import loss_name
 
 DIRECTIONS = ("t2i", "i2t")
@@ -192,11 +192,10 @@ class EmbeddingModule(TrainingModule):
         from mmpo.benchmarks.modality_gap import plot_modality_gap
 
         model = self.embedder.model
-        if not finite_trainable_weights(model):
-            self.diverged("a trainable weight is non-finite")
         target = out / ("adapter" if hasattr(model, "peft_config") else "model")
-        model.save_pretrained(target)
-        self.embedder.processor.save_pretrained(target)
+        self.save_pretrained(model, self.embedder.processor, target)
+        if not self.trainer.is_global_zero:
+            return
         datamodule.write_report(out)
         if self.gap is not None:
             plot_modality_gap(self.gap, out / "modality_gap.png", reference=REWARD)

@@ -27,7 +27,8 @@ from mmpo.engine.vision import ImageFeatures
 from mmpo.generation import Generator
 from mmpo.losses import Loss, LossInputs, Requirements, build_loss
 from mmpo.models.loading import load_model, model_problems
-from mmpo.modules.base import TrainingModule, build_from, finite_trainable_weights, optim_problems
+from mmpo.models.sharding import is_sharded, shard
+from mmpo.modules.base import TrainingModule, build_from, optim_problems
 from mmpo.negatives import NegativeSampler, build_negative_sampler, sampler_options
 
 SAMPLER_KEYS = {"train": "negative_sampler", "val": "val_negative_sampler"}
@@ -108,6 +109,7 @@ def sampler_problems(plan: DataPlan) -> list[str]:
 
 class PreferenceModule(TrainingModule):
     kind = "preference"
+    shards = True
     benchmark_kinds = ("generative",)
     summary_metrics = (
         "train/loss_epoch",
@@ -184,12 +186,10 @@ class PreferenceModule(TrainingModule):
     def save(self, out: Path, datamodule) -> None:
         """LoRA policies save their adapter in peft format, others their full weights; both with the
         processor. Non-finite trainable weights are never saved."""
-        if not finite_trainable_weights(self.policy):
-            self.diverged("a trainable weight is non-finite")
         target = out / ("adapter" if hasattr(self.policy, "peft_config") else "model")
-        self.policy.save_pretrained(target)
-        self.processor.save_pretrained(target)
-        datamodule.write_report(out, self.dropped)
+        self.save_pretrained(self.policy, self.processor, target)
+        if self.trainer.is_global_zero:
+            datamodule.write_report(out, self.dropped)
 
     @classmethod
     def load_for_evaluation(cls, cfg: DictConfig, trained, device: torch.device) -> Generator:
@@ -257,6 +257,17 @@ class PreferenceModule(TrainingModule):
         self._step(batch, "val")
 
     # ---- plumbing ----------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (``trainer=fsdp2``, ``fsdp2_cpu``): FSDP2 on the policy
+        and on the reference's own model (:mod:`mmpo.models.sharding`); once per process (Lightning calls
+        this hook again for every ``validate`` and ``fit``)."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if isinstance(self.trainer.strategy, ModelParallelStrategy) and not is_sharded(self.policy):
+            mesh, precision = self.device_mesh["data_parallel"], self.trainer.precision
+            shard(self.policy, mesh, precision)
+            self.reference.shard(mesh, precision)
+
     def on_fit_start(self) -> None:
         # from_pretrained returns eval-mode models; HF enables gradient checkpointing only in train mode
         self.policy.train()
