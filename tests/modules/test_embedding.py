@@ -160,7 +160,7 @@ def test_start_up_problems_name_the_key_and_the_allowed_values(compose, tmp_path
         p.startswith(f"reward_model.path='{tmp_path / 'nowhere'}' is not a model directory") for p in problems
     )
     assert (
-        "model.attn_implementation='flash_attention_2' takes no bidirectional 4-D mask; allowed: ['sdpa', 'eager']"
+        "model.attn_implementation='flash_attention_2' takes no bidirectional 4-D mask; allowed: ['auto', 'sdpa', 'eager']"
         in problems
     )
     assert "module.directions=['t2i', 'sideways']; allowed: a non-empty list of ['t2i', 'i2t']" in problems

@@ -55,11 +55,11 @@ def sharding_requested(trainer: DictConfig) -> bool:
 def sharding_problems(cfg: DictConfig, shards: bool) -> list[str]:
     """Why the run's ``trainer`` (a ModelParallelStrategy) cannot shard it; ``shards``: whether the module
     kind applies FSDP2 in ``configure_model``. Callbacks that run the policy on the global-zero process
-    only (:data:`mmpo.callbacks.GENERATE_ON_RANK_ZERO`) cannot run with a sharded one: its forward needs
+    only (:class:`mmpo.callbacks.periodic.EveryNSteps`) cannot run with a sharded one: its forward needs
     every rank."""
     from hydra.utils import get_class
 
-    from mmpo.callbacks import GENERATE_ON_RANK_ZERO
+    from mmpo.callbacks.periodic import EveryNSteps
 
     trainer = cfg.trainer
     if not sharding_requested(trainer):
@@ -85,7 +85,7 @@ def sharding_problems(cfg: DictConfig, shards: bool) -> list[str]:
         for key, node in (cfg.get("callbacks") or {}).items()
         if isinstance(node, DictConfig)
         and node.get("_target_")
-        and issubclass(get_class(node._target_), GENERATE_ON_RANK_ZERO)
+        and issubclass(get_class(node._target_), EveryNSteps)
     ]
     if generating:
         problems.append(
