@@ -32,6 +32,18 @@ def train_cli(*args: str, run_dir: Path, timeout: int = 600) -> subprocess.Compl
     )
 
 
+@pytest.fixture
+def single_thread():
+    """One intra-op torch thread for the test: tiny models gain nothing from more, and on a busy machine
+    OpenMP threads fighting over two cores turn millisecond matmuls into seconds."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """A small shapes world shared by the tests of a session (generated, never downloaded)."""

@@ -135,10 +135,5 @@ def mixed_records(records: Sequence[Record], n: int = 3) -> list[Record]:
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread per test: tiny models gain nothing from more, and on a busy machine spinning
-    OpenMP threads turn millisecond matmuls into seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(single_thread):
+    """Every engine test on one torch thread (``single_thread``, tests/conftest.py)."""

@@ -10,14 +10,8 @@ from ..conftest import CONF_DIR
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run several times faster on one thread than on threads fighting over two cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(single_thread):
+    """Every evaluation test on one torch thread (``single_thread``, tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,8 @@ from mmpo.train import check_run
 from ..engine.conftest import BRANCH_SETS, BUILDERS, Reference, collate, make_policy, mixed_records
 from .two_ranks import chunk_unequally
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
@@ -42,14 +44,6 @@ def mesh(tmp_path_factory):
 @pytest.fixture(scope="module")
 def records(shapes_dir):
     return read_records(shapes_dir / "train.jsonl")
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def whole(tensor: torch.Tensor) -> torch.Tensor:

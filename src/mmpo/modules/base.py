@@ -100,10 +100,12 @@ class TrainingModule(L.LightningModule):
     def evaluation_handle(self, batch_size: int, progress: bool = False) -> Any:
         raise NotImplementedError
 
-    def save_pretrained(self, model: torch.nn.Module, processor, target: Path) -> None:
-        """``model`` (peft: its adapter) and ``processor`` in Hugging Face layout at ``target``, written by
-        global rank zero; a sharded model's full weights are gathered first (every rank calls this). A
-        non-finite trainable weight stops the run instead."""
+    def save_pretrained(self, model: torch.nn.Module, processor, out: Path) -> None:
+        """``model`` and ``processor`` in Hugging Face layout under the run directory ``out``: a peft model's
+        adapter in ``adapter/``, full weights in ``model/``. Written by global rank zero; a sharded model's
+        full weights are gathered first (every rank calls this). A non-finite trainable weight stops the
+        run instead."""
+        target = out / ("adapter" if hasattr(model, "peft_config") else "model")
         if not finite_trainable_weights(model):
             self.diverged("a trainable weight is non-finite")
         weights = full_state_dict(model) if is_sharded(model) else None

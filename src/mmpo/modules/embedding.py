@@ -192,8 +192,7 @@ class EmbeddingModule(TrainingModule):
         from mmpo.benchmarks.modality_gap import plot_modality_gap
 
         model = self.embedder.model
-        target = out / ("adapter" if hasattr(model, "peft_config") else "model")
-        self.save_pretrained(model, self.embedder.processor, target)
+        self.save_pretrained(model, self.embedder.processor, out)
         if not self.trainer.is_global_zero:
             return
         datamodule.write_report(out)

@@ -186,8 +186,7 @@ class PreferenceModule(TrainingModule):
     def save(self, out: Path, datamodule) -> None:
         """LoRA policies save their adapter in peft format, others their full weights; both with the
         processor. Non-finite trainable weights are never saved."""
-        target = out / ("adapter" if hasattr(self.policy, "peft_config") else "model")
-        self.save_pretrained(self.policy, self.processor, target)
+        self.save_pretrained(self.policy, self.processor, out)
         if self.trainer.is_global_zero:
             datamodule.write_report(out, self.dropped)
 
